@@ -1,0 +1,36 @@
+# Quick start: `make demo` runs the main job on the shipped data, `make test` runs the tests.
+# Both create (or update) a virtual environment in .venv unless one is already active.
+VENV ?= .venv
+ifdef VIRTUAL_ENV
+PYTHON := python
+STAMP := $(VIRTUAL_ENV)/.p5_jax_installed
+else
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.p5_jax_installed
+endif
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	@if [ -z "$$VIRTUAL_ENV" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e '.[test,hf]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m p5_jax.demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PYTHON) -m pytest -q --runslow
+
+bench: $(STAMP)
+	$(PYTHON) benchmarks/train_throughput.py
+	$(PYTHON) benchmarks/decode_throughput.py
+
+clean:
+	rm -rf prepared runs .pytest_cache

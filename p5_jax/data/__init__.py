@@ -1,0 +1,1 @@
+"""Readers, splits, item indexing and explanation extraction for P5 datasets."""
