@@ -1,0 +1,106 @@
+"""Turns a source dataset into the prepared tables and per-split records (in memory)."""
+import dataclasses
+
+from tqdm.auto import tqdm
+
+from p5_jax.data import records
+from p5_jax.data.explanations import Explanation, FeatureLexicon, extract_explanation
+from p5_jax.data.indexing import index_items
+from p5_jax.data.negatives import NUM_NEGATIVES, sample_negatives
+from p5_jax.data.splits import leave_one_out_all, review_split, user_sequences
+
+
+@dataclasses.dataclass
+class PreparedData:
+    users: list          # dicts: user_id, raw_id, user_desc
+    items: list          # dicts: item_id, raw_id, title, brand, price
+    reviews: dict | None  # split -> list of review records; None without ratings
+    sequences: dict      # split -> list of sequence records
+    stats: dict
+
+
+def _user_ids(source) -> dict:
+    return {raw: str(number) for number, raw in enumerate(source.users(), start=1)}
+
+
+def _item_rows(items, item_ids, item_meta) -> list:
+    empty = records.ItemMeta()
+    return [{"item_id": item_ids[raw], "raw_id": raw, **dataclasses.asdict(item_meta.get(raw, empty))}
+            for raw in items]
+
+
+def _review_records(source, *, user_ids, item_ids, seed, progress) -> tuple:
+    """(split -> records, number with an explanation)."""
+    lexicon = FeatureLexicon(source.lexicon) if source.lexicon and source.fields["review_text"] else None
+    labels = review_split(num_reviews=len(source.interactions), seed=seed)
+    by_split = {split: [] for split in records.SPLITS}
+    explained = 0
+    for interaction, label in tqdm(list(zip(source.interactions, labels)), desc="reviews", disable=not progress,
+                                   unit="review", leave=False):
+        explanation = (extract_explanation(text=interaction.review_text, lexicon=lexicon)
+                       if lexicon else Explanation())
+        explained += bool(explanation.sentence)
+        meta = source.item_meta.get(interaction.item, records.ItemMeta())
+        by_split[records.SPLITS[label]].append({
+            "user_id": user_ids[interaction.user], "user_desc": source.user_desc[interaction.user],
+            "item_id": item_ids[interaction.item], "item_title": meta.title, "item_brand": meta.brand,
+            "item_price": meta.price, "rating": interaction.rating, "review_text": interaction.review_text,
+            "summary": interaction.summary, "explanation": explanation.sentence,
+            "feature": explanation.feature, "timestamp": interaction.timestamp})
+    return by_split, explained
+
+
+def _sequence_records(source, splits, negatives, *, items_by_user, user_ids, item_ids) -> dict:
+    by_split = {split: [] for split in records.SPLITS}
+    for user, split in splits.items():
+        common = {"user_id": user_ids[user], "user_desc": source.user_desc[user],
+                  "negatives": [item_ids[i] for i in negatives[user]],
+                  "interacted": [item_ids[i] for i in items_by_user[user]]}
+        history = [item_ids[i] for i in split.train_history]
+        by_split["train"].append({**common, "history": history, "target": ""})
+        by_split["validation"].append({**common, "history": history, "target": item_ids[split.validation_target]})
+        by_split["test"].append({**common, "history": history + [item_ids[split.validation_target]],
+                                 "target": item_ids[split.test_target]})
+    return by_split
+
+
+def _split_sizes(reviews, sequences) -> dict:
+    sizes = {family: {s: len(sequences[s]) for s in records.SPLITS} for family in ("sequential", "direct")}
+    if reviews is not None:
+        sizes["rating"] = {s: len(reviews[s]) for s in records.SPLITS}
+        sizes["explanation"] = {s: sum(bool(r["explanation"]) for r in reviews[s]) for s in records.SPLITS}
+        sizes["review"] = {s: sum(bool(r["review_text"]) for r in reviews[s]) for s in records.SPLITS}
+    return sizes
+
+
+def assemble(*, source: records.SourceDataset, indexing: str, seed: int, num_negatives: int = NUM_NEGATIVES,
+             progress: bool = True) -> PreparedData:
+    sequences = user_sequences(source.interactions)
+    splits = leave_one_out_all(sequences.items_by_user)
+    items = source.items()
+    item_ids = index_items(scheme=indexing, items=items, seed=seed, original_item_ids=source.original_item_ids,
+                           train_histories={u: s.train_history for u, s in splits.items()},
+                           full_sequences=sequences.items_by_user)
+    user_ids = _user_ids(source)
+    negatives = sample_negatives(items_by_user={u: sequences.items_by_user[u] for u in splits},
+                                 items=items, seed=seed, count=num_negatives, progress=progress)
+    sequence_records = _sequence_records(source, splits, negatives, items_by_user=sequences.items_by_user,
+                                         user_ids=user_ids, item_ids=item_ids)
+    reviews, explained = None, 0
+    if source.fields["rating"]:
+        reviews, explained = _review_records(source, user_ids=user_ids, item_ids=item_ids, seed=seed,
+                                             progress=progress)
+    num_reviews = len(source.interactions) if reviews is not None else 0
+    with_text = sum(bool(i.review_text) for i in source.interactions) if reviews is not None else 0
+    stats = {
+        "counts": {"users": len(user_ids), "items": len(items), "interactions": len(source.interactions),
+                   "reviews": num_reviews, "explanations": explained},
+        "explanation_coverage": (explained / with_text) if source.lexicon and with_text else None,
+        "splits": _split_sizes(reviews, sequence_records),
+        "users_too_short_for_sequences": len(sequences.items_by_user) - len(splits),
+        "duplicate_interactions_dropped_from_sequences": sequences.duplicates_dropped,
+        "negatives_per_user": num_negatives,
+    }
+    users = [{"user_id": user_ids[raw], "raw_id": raw, "user_desc": source.user_desc[raw]} for raw in user_ids]
+    return PreparedData(users=users, items=_item_rows(items, item_ids, source.item_meta), reviews=reviews,
+                        sequences=sequence_records, stats=stats)

@@ -1,0 +1,115 @@
+"""Prepare a dataset the P5 way: read, split, index items, sample negatives, extract explanations,
+then write users/items tables, TFDS records and a manifest, all at once or not at all.
+
+    python -m p5_jax.data.prepare --dataset musical_instruments --out_dir /tmp/p5
+    python -m p5_jax.data.prepare --dataset mine --source DIR --format amazon|p5_sequential|recbole
+"""
+import argparse
+import pathlib
+import re
+import sys
+
+from tqdm.auto import tqdm
+
+from p5_jax import paths
+from p5_jax.data import output, shipped, tfds_builders
+from p5_jax.data.assemble import assemble
+from p5_jax.data.errors import BadLinePolicy, DataError
+from p5_jax.data.indexing import SCHEMES
+from p5_jax.data.negatives import NUM_NEGATIVES
+from p5_jax.data.summary import format_summary
+
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _check_arguments(*, name, indexing):
+    if not _NAME.match(name or ""):
+        raise ValueError(f"dataset name {name!r} must be lower case letters, digits and '_' "
+                         "(it becomes part of task names)")
+    if indexing not in SCHEMES:
+        raise ValueError(f"unknown indexing {indexing!r}; choose one of {SCHEMES}")
+
+
+def _manifest(*, name, source, indexing, seed, stats, skipped) -> dict:
+    return {
+        "name": name, "format": source.format,
+        "source_files": [{"path": str(p), "md5": output.md5(p)} for p in source.source_files],
+        "indexing": indexing, "seed": seed, "leaks_test_items": indexing == "original",
+        "counts": stats["counts"], "splits": stats["splits"], "fields": source.fields,
+        "explanation_coverage": stats["explanation_coverage"], "skipped_bad_lines": skipped,
+        "negatives_per_user": stats["negatives_per_user"],
+        "users_too_short_for_sequences": stats["users_too_short_for_sequences"],
+        "duplicate_interactions_dropped_from_sequences": stats["duplicate_interactions_dropped_from_sequences"],
+    }
+
+
+def _write(folder, *, name, data, manifest, progress) -> None:
+    output.write_jsonl(folder / "users.jsonl", data.users)
+    output.write_jsonl(folder / "items.jsonl", data.items)
+    kinds = {"sequences": data.sequences, "reviews": data.reviews}
+    kinds = {kind: rows for kind, rows in kinds.items() if rows is not None}
+    for kind, rows in tqdm(kinds.items(), desc="writing TFDS records", unit="kind", disable=not progress,
+                           leave=False):
+        tfds_builders.build(data_dir=folder / "tfds", dataset=name, kind=kind, records_by_split=rows)
+    output.write_json(folder / MANIFEST, manifest)  # last: its presence marks a complete dataset
+
+
+def prepare_dataset(*, name: str, out_root=None, indexing: str = "random", seed: int = 0, source=None,
+                    fmt: str | None = None, skip_bad_lines: bool = False, progress: bool = True,
+                    num_negatives: int = NUM_NEGATIVES) -> dict:
+    """Prepares `name` into `<out_root>/<name>/` and returns its manifest."""
+    _check_arguments(name=name, indexing=indexing)
+    out_root = pathlib.Path(out_root) if out_root is not None else paths.prepared_root()
+    source_path, fmt = shipped.resolve_source(name=name, source=source, fmt=fmt)
+    policy = BadLinePolicy(skip=skip_bad_lines)
+    dataset = shipped.READERS[fmt](path=source_path, policy=policy)
+    data = assemble(source=dataset, indexing=indexing, seed=seed, num_negatives=num_negatives, progress=progress)
+    manifest = _manifest(name=name, source=dataset, indexing=indexing, seed=seed, stats=data.stats,
+                         skipped=policy.count)
+    manifest["bad_line_examples"] = policy.examples
+    with output.atomic_directory(out_root / name) as folder:
+        _write(folder, name=name, data=data, manifest=manifest, progress=progress)
+    return manifest
+
+
+def ensure_prepared(*, name: str, out_root=None) -> pathlib.Path:
+    """`<out_root>/<name>`, preparing the shipped dataset first if it has no manifest yet."""
+    out_root = pathlib.Path(out_root) if out_root is not None else paths.prepared_root()
+    folder = out_root / name
+    if not (folder / MANIFEST).exists():
+        prepare_dataset(name=name, out_root=out_root)
+    return folder
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m p5_jax.data.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help=f"shipped: {', '.join(shipped.SHIPPED)}; or a new name")
+    parser.add_argument("--out_dir", default=None, help="prepared root (default: $P5_DATA_DIR or ./prepared)")
+    parser.add_argument("--indexing", default="random", choices=SCHEMES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", default=None, help="file or folder of a dataset that is not shipped")
+    parser.add_argument("--format", dest="fmt", default=None, choices=sorted(shipped.READERS))
+    parser.add_argument("--skip_bad_lines", action="store_true", help="count bad lines instead of stopping")
+    parser.add_argument("--num_negatives", type=int, default=NUM_NEGATIVES, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        manifest = prepare_dataset(name=args.dataset, out_root=args.out_dir, indexing=args.indexing,
+                                   seed=args.seed, source=args.source, fmt=args.fmt,
+                                   skip_bad_lines=args.skip_bad_lines, num_negatives=args.num_negatives)
+    except (DataError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}\nnothing was written.", file=sys.stderr)
+        return 2
+    for example in manifest["bad_line_examples"]:
+        print(f"skipped: {example}", file=sys.stderr)
+    print(format_summary(manifest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

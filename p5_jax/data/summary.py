@@ -1,0 +1,33 @@
+"""The table printed at the end of the prepare step, from a manifest."""
+
+FAMILY_ORDER = ("rating", "explanation", "review", "sequential", "direct")
+
+
+def _row(label, value) -> str:
+    return f"  {label:<28} {value}"
+
+
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def format_summary(manifest: dict) -> str:
+    counts = manifest["counts"]
+    coverage = manifest.get("explanation_coverage")
+    lines = [f"Prepared dataset '{manifest['name']}' ({manifest['format']})"]
+    lines += [_row(key, _count(counts[key])) for key in ("users", "items", "interactions", "reviews")]
+    lines.append(_row("explanations", _count(counts["explanations"]) + (
+        f" (coverage {coverage:.1%} of reviews with text)" if coverage is not None else " (no lexicon or text)")))
+    leak = "  ** LEAKS TEST ITEMS (source numbering) **" if manifest["leaks_test_items"] else ""
+    lines.append(_row("indexing", f"{manifest['indexing']} (seed {manifest['seed']}){leak}"))
+    present = [name for name, has in manifest["fields"].items() if has]
+    lines.append(_row("fields", ", ".join(present) or "none"))
+    lines.append(_row("skipped bad lines", _count(manifest["skipped_bad_lines"])))
+    lines.append(f"  {'split sizes':<28} {'train':>10} {'validation':>11} {'test':>10}")
+    for family in FAMILY_ORDER:
+        sizes = manifest["splits"].get(family)
+        if sizes is None:
+            lines.append(_row(family, "(no data)"))
+        else:
+            lines.append(f"  {family:<28} {sizes['train']:>10,} {sizes['validation']:>11,} {sizes['test']:>10,}")
+    return "\n".join(lines)
