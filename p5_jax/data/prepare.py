@@ -12,6 +12,7 @@ import sys
 from tqdm.auto import tqdm
 
 from p5_jax import paths
+from p5_jax.tf_setup import quiet_tensorflow
 from p5_jax.data import output, shipped, tfds_builders
 from p5_jax.data.assemble import assemble
 from p5_jax.data.errors import BadLinePolicy, DataError
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    quiet_tensorflow()
     try:
         manifest = prepare_dataset(name=args.dataset, out_root=args.out_dir, indexing=args.indexing,
                                    seed=args.seed, source=args.source, fmt=args.fmt,
