@@ -1,0 +1,81 @@
+"""List the registered P5 tasks and mixtures, or show a few rendered examples of one.
+
+    python -m p5_jax.list_tasks                 # every task and mixture, one name a line
+    python -m p5_jax.list_tasks --counts        # tasks per dataset and family
+    python -m p5_jax.list_tasks --show p5_beauty_sequential_2_3 [--split test --num 3]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+
+DEFAULT_LENGTHS = {"inputs": 512, "targets": 64}
+
+
+def p5_names() -> tuple[list[str], list[str]]:
+    import seqio
+    import p5_tasks  # noqa: F401  (registers)
+
+    tasks = sorted(n for n in seqio.TaskRegistry.names() if n.startswith("p5_"))
+    mixtures = sorted(n for n in seqio.MixtureRegistry.names() if n.startswith("p5_"))
+    return tasks, mixtures
+
+
+def task_counts() -> dict[str, collections.Counter]:
+    """{dataset: Counter(family -> number of tasks)}."""
+    import p5_tasks
+    from p5_tasks import prompts, registration
+
+    counts = {}
+    for dataset in p5_tasks.DATASETS:
+        spec = registration.registered_spec(dataset)
+        counts[dataset] = collections.Counter(
+            p.family for p in prompts.prompts_for(fields=frozenset(spec.fields)))
+    return counts
+
+
+def show(name: str, *, split: str, num: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(input, target) texts of the first `num` examples of a task or mixture."""
+    import seqio
+
+    from p5_tasks import registration
+
+    for dataset in registration.datasets_of(name):
+        from p5_jax.data import prepare
+        prepare.ensure_prepared(name=dataset)
+    provider = seqio.get_mixture_or_task(name)
+    kwargs = {"copy_pretokenized": True} if isinstance(provider, seqio.Mixture) else {}
+    ds = provider.get_dataset(sequence_length=DEFAULT_LENGTHS, split=split, shuffle=False,
+                              seed=seed, num_epochs=1, **kwargs)
+    return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode())
+            for ex in ds.take(num).as_numpy_iterator()]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--show", metavar="NAME", help="print rendered examples of a task/mixture")
+    parser.add_argument("--split", default="train", choices=("train", "validation", "test"))
+    parser.add_argument("--num", type=int, default=3)
+    parser.add_argument("--counts", action="store_true", help="tasks per dataset and family")
+    args = parser.parse_args(argv)
+    tasks, mixtures = p5_names()
+    if args.show:
+        if args.show not in tasks + mixtures:
+            print(f"unknown task or mixture {args.show!r}; run without --show to list them",
+                  file=sys.stderr)
+            return 2
+        for inputs, targets in show(args.show, split=args.split, num=args.num):
+            print(f"input:  {inputs}\ntarget: {targets}\n")
+    elif args.counts:
+        for dataset, counter in task_counts().items():
+            detail = ", ".join(f"{family} {n}" for family, n in sorted(counter.items()))
+            print(f"{dataset}: {sum(counter.values())} tasks ({detail})")
+        print(f"total: {len(tasks)} tasks, {len(mixtures)} mixtures")
+    else:
+        print("\n".join(tasks + mixtures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""seqio preprocessors that turn prepared records into prompt fields, one job each.
+
+Randomness: `add_sample_seed` (seqio's seeded map) gives every record a `sample_seed`; the later
+steps draw from it with stateless ops, each under its own salt. Training records take seqio's
+per-example seed (new draws each epoch, reproducible for a pipeline seed); validation and test
+records take a seed hashed from the record itself, so evaluation sets never depend on the pipeline
+seed. Ids stay raw here (`"42"`); rendering adds `item_` / `user_`.
+"""
+from __future__ import annotations
+
+import seqio
+import tensorflow as tf
+
+from p5_tasks import catalog
+
+MAX_HISTORY = 20
+NUM_CANDIDATES = 100
+JOINERS = (",", "->")           # rendered " , " and " -> "
+_SALT_PREFIX, _SALT_PROBE, _SALT_NEG, _SALT_STAR, _SALT_JOIN, _SALT_SHUFFLE = range(1, 7)
+
+
+def _seed(ex, salt: int) -> tf.Tensor:
+    return tf.random.experimental.stateless_fold_in(ex["sample_seed"], salt)
+
+
+def _uniform_int(ex, salt: int, maxval) -> tf.Tensor:
+    """One int in [0, maxval) (maxval >= 1), from the record's seed."""
+    return tf.random.stateless_uniform([], _seed(ex, salt), minval=0, maxval=maxval,
+                                       dtype=tf.int32)
+
+
+def _coin(ex, salt: int) -> tf.Tensor:
+    return tf.random.stateless_uniform([], _seed(ex, salt)) < 0.5
+
+
+@seqio.map_over_dataset(num_seeds=1)
+def add_sample_seed(ex, seed):
+    """{user_id, item_id|target, is_train, ...} -> {..., sample_seed: int64[2]}."""
+    key_field = "item_id" if "item_id" in ex else "target"
+    key = tf.strings.join([ex["user_id"], ex[key_field]], separator="|")
+    eval_seed = tf.stack([tf.strings.to_hash_bucket_fast(key, 2**31 - 1), tf.constant(7, tf.int64)])
+    train_seed = tf.cast(tf.stack(seed), tf.int64)
+    ex = dict(ex)
+    ex["sample_seed"] = tf.where(ex["is_train"], train_seed, eval_seed)
+    return ex
+
+
+def filter_usable_sequences(dataset, *, min_train_history: int):
+    """Drops training users whose history is shorter than `min_train_history` (2 for a prefix
+    plus its next item, 1 for a direct positive); evaluation users always stay."""
+    return dataset.filter(
+        lambda ex: tf.logical_or(tf.logical_not(ex["is_train"]),
+                                 tf.size(ex["history"]) >= min_train_history))
+
+
+def filter_has_explanation(dataset):
+    """Keeps reviews with an extracted explanation sentence."""
+    return dataset.filter(lambda ex: tf.strings.length(ex["explanation"]) > 0)
+
+
+@seqio.map_over_dataset
+def next_item_from_prefix(ex, *, max_history: int = MAX_HISTORY):
+    """Training: {history: [a, b, c, d]} -> {history: [a, b], target: c} for a random cut;
+    evaluation keeps the stored history and target. Histories keep their last `max_history`."""
+    history = ex["history"]
+    end = 1 + _uniform_int(ex, _SALT_PREFIX, tf.maximum(tf.size(history) - 1, 1))
+    ex = dict(ex)
+    train_target = tf.gather(history, tf.minimum(end, tf.size(history) - 1))
+    ex["target"] = tf.where(ex["is_train"], train_target, ex["target"])
+    cut = tf.where(ex["is_train"], end, tf.size(history))
+    ex["history"] = history[tf.maximum(cut - max_history, 0):cut]
+    return ex
+
+
+@seqio.map_over_dataset
+def positive_from_history(ex):
+    """Training: {history: [a, b, c]} -> {target: one of a, b, c}; evaluation keeps its target."""
+    history = ex["history"]
+    picked = tf.gather(history, _uniform_int(ex, _SALT_PREFIX, tf.maximum(tf.size(history), 1)))
+    ex = dict(ex)
+    ex["target"] = tf.where(ex["is_train"], picked, ex["target"])
+    return ex
+
+
+def _lookup_table(ids) -> tf.lookup.StaticHashTable:
+    keys = tf.constant(list(ids), dtype=tf.string)
+    values = tf.range(tf.size(keys), dtype=tf.int64)
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1)
+
+
+def _unseen_sampler(dataset_name: str):
+    """f(ex, count, salt) -> up to `count` distinct items the user never interacted with,
+    drawn uniformly (random scores; interacted items pushed past every other item)."""
+    items = tf.constant(list(catalog.item_ids(dataset_name)), dtype=tf.string)
+    table = _lookup_table(catalog.item_ids(dataset_name))
+
+    def sample(ex, count: int, salt: int):
+        scores = tf.random.stateless_uniform(tf.shape(items), _seed(ex, salt))
+        seen = table.lookup(ex["interacted"])
+        seen = tf.boolean_mask(seen, seen >= 0)
+        scores = tf.tensor_scatter_nd_update(scores, seen[:, None], tf.fill(tf.shape(seen), 2.0))
+        low, order = tf.math.top_k(-scores, k=min(count, int(items.shape[0])))
+        return tf.boolean_mask(tf.gather(items, order), -low < 2.0)
+
+    return sample
+
+
+def add_probe_item(dataset, *, dataset_name: str):
+    """{target, negatives, interacted} -> {item_id: target or a negative (50/50), answer: yes|no}.
+    Training negatives are sampled from never-interacted items, evaluation ones are the fixed
+    prepared negatives."""
+    sample = _unseen_sampler(dataset_name)
+
+    def probe(ex):
+        fixed = tf.gather(ex["negatives"], _uniform_int(ex, _SALT_NEG, tf.size(ex["negatives"])))
+        sampled = tf.concat([sample(ex, 1, _SALT_NEG), [fixed]], axis=0)[0]
+        negative = tf.where(ex["is_train"], sampled, fixed)
+        positive = _coin(ex, _SALT_PROBE)
+        ex = dict(ex)
+        ex["item_id"] = tf.where(positive, ex["target"], negative)
+        ex["answer"] = tf.where(positive, "yes", "no")
+        return ex
+
+    return dataset.map(probe, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def add_candidates(dataset, *, dataset_name: str, num_candidates: int = NUM_CANDIDATES):
+    """{target, negatives, interacted} -> {candidates: [target, negative, ...]}, target first
+    (shuffled later, after the length fit). Evaluation uses the prepared negatives."""
+    sample = _unseen_sampler(dataset_name)
+
+    def candidates(ex):
+        negatives = tf.cond(ex["is_train"], lambda: sample(ex, num_candidates - 1, _SALT_NEG),
+                            lambda: ex["negatives"][:num_candidates - 1])
+        ex = dict(ex)
+        ex["candidates"] = tf.concat([[ex["target"]], negatives], axis=0)
+        return ex
+
+    return dataset.map(candidates, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def add_item_titles(dataset, *, dataset_name: str):
+    """{item_id} -> {item_id, item_title} from the dataset's item catalogue."""
+    titles = tf.constant(list(catalog.item_titles(dataset_name)), dtype=tf.string)
+    table = _lookup_table(catalog.item_ids(dataset_name))
+
+    def title(ex):
+        ex = dict(ex)
+        index = table.lookup(ex["item_id"])
+        ex["item_title"] = tf.where(index >= 0, tf.gather(titles, tf.maximum(index, 0)), "")
+        return ex
+
+    return dataset.map(title, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@seqio.map_over_dataset
+def choose_joiner(ex):
+    """{} -> {joiner: "," or "->"} (50/50): how a history is written."""
+    ex = dict(ex)
+    ex["joiner"] = tf.where(_coin(ex, _SALT_JOIN), JOINERS[0], JOINERS[1])
+    return ex
+
+
+@seqio.map_over_dataset
+def add_shown_star(ex):
+    """{rating: 4} -> {star: 4 or another of 1..5 (50/50), answer: yes if star == rating}."""
+    other = 1 + (ex["rating"] - 1 + 1 + _uniform_int(ex, _SALT_STAR, 4)) % 5
+    truthful = _coin(ex, _SALT_PROBE)
+    ex = dict(ex)
+    ex["star"] = tf.where(truthful, ex["rating"], other)
+    ex["answer"] = tf.where(truthful, "yes", "no")
+    return ex
+
+
+@seqio.map_over_dataset
+def shuffle_candidates(ex):
+    """{candidates: [t, a, b]} -> the same ids in a random order (fixed per record in eval)."""
+    candidates = ex["candidates"]
+    keys = tf.random.stateless_uniform(tf.shape(candidates), _seed(ex, _SALT_SHUFFLE))
+    ex = dict(ex)
+    ex["candidates"] = tf.gather(candidates, tf.argsort(keys))
+    return ex

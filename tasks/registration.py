@@ -1,0 +1,115 @@
+"""Registers a dataset's seqio tasks and mixtures from a small spec.
+
+Names: task `p5_{dataset}_{family}_{prompt}` (`p5_beauty_sequential_2_3`), mixtures
+`p5_{dataset}_{family}` (seen prompts), `p5_{dataset}_all` (every seen prompt at P5's rates),
+`p5_{dataset}_unseen` (held-out prompts, evaluation only), and `p5_all_datasets`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import seqio
+import tensorflow as tf
+
+from p5_jax import vocabulary as p5_vocabulary
+from p5_tasks import pipelines, prompts, rates, sources
+
+# Fields a dataset may declare (see Prompt.required_fields).
+KNOWN_FIELDS = frozenset({"rating", "review_text", "summary", "explanation", "item_title",
+                          "item_brand", "item_price", "sequences"})
+ALL_DATASETS_MIXTURE = "p5_all_datasets"
+
+VOCABULARY = p5_vocabulary.default_vocabulary(extra_texts=prompts.vocabulary_texts())
+WHOLE_WORD_VOCABULARY = seqio.PassThroughVocabulary(size=p5_vocabulary.MAX_WHOLE_WORD_ID + 1)
+OUTPUT_FEATURES = {
+    "inputs": seqio.Feature(vocabulary=VOCABULARY, add_eos=True),
+    "targets": seqio.Feature(vocabulary=VOCABULARY, add_eos=True),
+    "inputs_whole_word_ids": seqio.Feature(vocabulary=WHOLE_WORD_VOCABULARY, add_eos=False,
+                                           dtype=tf.int32),
+}
+
+_REGISTERED: dict[str, list] = {}   # dataset -> [(task name, rate fn)] of its `_all` mixture
+_SPECS: dict[str, "DatasetSpec"] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What a prepared dataset holds; only prompts whose fields all exist are registered."""
+    name: str
+    fields: frozenset
+    num_candidates: int = pipelines.pre.NUM_CANDIDATES
+
+    def __post_init__(self):
+        unknown = set(self.fields) - KNOWN_FIELDS
+        if unknown:
+            raise ValueError(f"{self.name}: unknown fields {sorted(unknown)}; "
+                             f"known: {sorted(KNOWN_FIELDS)}")
+        if self.num_candidates < 1:
+            raise ValueError(f"{self.name}: num_candidates must be >= 1")
+
+
+def task_name(dataset: str, prompt: prompts.Prompt) -> str:
+    return f"p5_{dataset}_{prompt.family}_{prompt.task_suffix}"
+
+
+def _add_task(spec: DatasetSpec, prompt: prompts.Prompt) -> str:
+    name = task_name(spec.name, prompt)
+    kind = sources.FAMILY_KIND[prompt.family]
+    postprocess_fn, metric_fns = pipelines.postprocess_and_metrics(prompt)
+    seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(
+        name, source=sources.make_source(dataset=spec.name, kind=kind),
+        preprocessors=pipelines.preprocessors(prompt, dataset=spec.name, kind=kind,
+                                              num_candidates=spec.num_candidates),
+        output_features=OUTPUT_FEATURES, postprocess_fn=postprocess_fn, metric_fns=metric_fns,
+        shuffle_buffer_size=1000)
+    return name
+
+
+def _add_mixture(name: str, tasks: list) -> None:
+    seqio.MixtureRegistry.remove(name)
+    seqio.MixtureRegistry.add(name, tasks)
+
+
+def register_dataset(spec: DatasetSpec) -> list[str]:
+    """Registers every prompt whose fields `spec` has, and the dataset's mixtures.
+
+    Returns the task names. Registering again replaces the earlier registration.
+    """
+    available = prompts.prompts_for(fields=frozenset(spec.fields))
+    seen = [p for p in available if p.seen]
+    names = {p.id: _add_task(spec, p) for p in available}
+    rated = [(names[p.id], rates.rate_fn(dataset=spec.name, prompt=p, seen_prompts=seen))
+             for p in seen]
+    for family in prompts.FAMILIES:
+        family_tasks = [pair for pair, p in zip(rated, seen) if p.family == family]
+        if family_tasks:
+            _add_mixture(f"p5_{spec.name}_{family}", family_tasks)
+    if rated:
+        _add_mixture(f"p5_{spec.name}_all", rated)
+    unseen = [names[p.id] for p in available if not p.seen]
+    if unseen:
+        _add_mixture(f"p5_{spec.name}_unseen", [(n, 1.0) for n in unseen])
+    _REGISTERED[spec.name] = rated
+    _SPECS[spec.name] = spec
+    return list(names.values())
+
+
+def registered_spec(dataset: str) -> DatasetSpec:
+    if dataset not in _SPECS:
+        raise KeyError(f"no registered dataset {dataset!r}; known: {sorted(_SPECS)}")
+    return _SPECS[dataset]
+
+
+def datasets_of(name: str) -> list[str]:
+    """Registered datasets a task or mixture name reads (by its `p5_{dataset}_` prefix)."""
+    if name == ALL_DATASETS_MIXTURE:
+        return sorted(_SPECS)
+    return [d for d in sorted(_SPECS) if name.startswith(f"p5_{d}_")]
+
+
+def register_all_datasets_mixture() -> None:
+    """`p5_all_datasets`: every registered dataset's `_all` tasks at their own rates."""
+    tasks = [pair for dataset in sorted(_REGISTERED) for pair in _REGISTERED[dataset]]
+    if tasks:
+        _add_mixture(ALL_DATASETS_MIXTURE, tasks)

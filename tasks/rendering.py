@@ -1,0 +1,150 @@
+"""Prompt rendering, the input length fit, and whole-word ids (seqio preprocessors).
+
+A list slot (`{history}`, `{candidates}`) always stands between spaces, and SentencePiece never
+merges pieces across whitespace, so the token count of a rendered input is the count of its
+fixed text plus the counts of each listed id and joiner. `fit_lists_to_length` uses that to drop
+whole ids (oldest history items first, then trailing negatives; the true item is first in the
+unshuffled candidate list and always kept) so that tokenized inputs are never cut inside an id.
+"""
+from __future__ import annotations
+
+import string
+
+import seqio
+import tensorflow as tf
+
+from p5_jax import vocabulary as p5_vocabulary
+from p5_tasks.prompts import LIST_SLOTS, Prompt
+
+OUTPUT_KEYS = ("inputs", "targets", "inputs_pretokenized", "targets_pretokenized",
+               "inputs_whole_word_ids")
+
+
+def _join_ids(ids, joiner) -> tf.Tensor:
+    """["3", "9"], "->" -> "item_3 -> item_9" ("" for no ids)."""
+    words = tf.strings.join(["item_", ids])
+    pairs = tf.stack([words, tf.fill(tf.shape(words), joiner)], axis=1)
+    return tf.strings.reduce_join(tf.reshape(pairs, [-1])[:-1], separator=" ")
+
+
+def slot_value(ex, slot: str) -> tf.Tensor:
+    """The rendered text of one placeholder (see p5_tasks.prompts for the forms)."""
+    if slot == "user_id":
+        return tf.strings.join(["user_", ex["user_id"]])
+    if slot == "item_id":
+        return tf.strings.join(["item_", ex["item_id"]])
+    if slot == "target_item":
+        return tf.strings.join(["item_", ex["target"]])
+    if slot in ("rating", "star"):
+        return tf.strings.as_string(ex[slot])
+    if slot == "like":
+        return tf.where(ex["rating"] >= 4, "like", "dislike")
+    if slot == "history":
+        return _join_ids(ex["history"], ex["joiner"])
+    if slot == "candidates":
+        return _join_ids(ex["candidates"], ",")
+    return ex[slot]
+
+
+def fill_template(template: str, values) -> tf.Tensor:
+    """Template text with each `{slot}` replaced by `values(slot)` (a string tensor)."""
+    parts = []
+    for literal, slot, _, _ in string.Formatter().parse(template):
+        if literal:
+            parts.append(tf.constant(literal))
+        if slot:
+            parts.append(values(slot))
+    return tf.strings.join(parts)
+
+
+def render(dataset, *, prompt: Prompt):
+    """{user_id: "5", item_id: "9", rating: 4, ...} -> {..., inputs: "... user_5 ... item_9 ...",
+    targets: "4"}, following the prompt's templates."""
+    def fn(ex):
+        ex = dict(ex)
+        value = lambda slot: slot_value(ex, slot)  # noqa: E731
+        # An emptied list leaves two spaces; the tokenizer ignores them, the text should too.
+        ex["inputs"] = tf.strings.regex_replace(
+            fill_template(prompt.input_template, value), "  +", " ")
+        ex["targets"] = fill_template(prompt.target_template, value)
+        return ex
+
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def filter_nonempty(dataset, *, fields):
+    """Drops records where any of the text `fields` (e.g. summary for 4-1) is empty."""
+    def keep(ex):
+        lengths = [tf.strings.length(ex[f]) for f in fields]
+        return tf.reduce_all(tf.stack(lengths) > 0)
+
+    return dataset.filter(keep) if fields else dataset
+
+
+def _kept_count(fixed, costs, spacer, budget):
+    """Largest k such that fixed + sum(costs[:k]) + (k - 1) * spacer <= budget."""
+    totals = tf.cumsum(costs + spacer) - spacer
+    return tf.reduce_sum(tf.cast(fixed + totals <= budget, tf.int32))
+
+
+def fit_lists_to_length(dataset, sequence_length, output_features, *, prompt: Prompt):
+    """Drops whole ids so the tokenized input (plus EOS) fits `sequence_length["inputs"]`:
+    oldest history items first; if the candidates alone do not fit, trailing candidates too
+    (never the first, the true item). {history: 20 ids} -> {history: the newest 12 ids}."""
+    if not sequence_length or not sequence_length.get("inputs"):
+        return dataset
+    if not any(slot in prompt.slots for slot in LIST_SLOTS):
+        return dataset
+    feature = output_features["inputs"]
+    vocab = feature.vocabulary
+    budget = sequence_length["inputs"] - (1 if feature.add_eos else 0)
+    joiner_cost = {j: len(vocab.encode(j)) for j in (",", "->")}
+
+    def id_costs(ids):
+        return tf.cast(vocab.encode_tf(tf.strings.join(["item_", ids])).row_lengths(), tf.int32)
+
+    def fn(ex):
+        ex = dict(ex)
+        empty = lambda slot: tf.constant("") if slot in LIST_SLOTS else slot_value(ex, slot)  # noqa
+        fixed = tf.size(vocab.encode_tf(fill_template(prompt.input_template, empty)))
+        cand_total, keep_c = tf.constant(0), None
+        if "candidates" in prompt.slots:
+            costs = id_costs(ex["candidates"])
+            cand_total = tf.reduce_sum(costs + joiner_cost[","]) - joiner_cost[","]
+            keep_c = tf.maximum(_kept_count(fixed, costs, joiner_cost[","], budget), 1)
+        if "history" in prompt.slots:
+            j = tf.where(tf.equal(ex["joiner"], ","), joiner_cost[","], joiner_cost["->"])
+            newest_first = tf.reverse(id_costs(ex["history"]), [0])
+            keep_h = _kept_count(fixed + cand_total, newest_first, j, budget)
+            ex["history"] = ex["history"][tf.size(ex["history"]) - keep_h:]
+        if keep_c is not None:
+            ex["candidates"] = ex["candidates"][:keep_c]
+        return ex
+
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def add_whole_word_ids(dataset, output_features):
+    """{inputs: [▁item, _, 4, ▁,, ▁item, _, 7, </s>]} -> {..., inputs_whole_word_ids:
+    [1, 1, 1, 2, 3, 3, 3, 0]}: the 1-based word index of each token (capped at 511), 0 for
+    EOS and padding; a word starts at a piece beginning with "▁"."""
+    vocab = output_features["inputs"].vocabulary
+    starts = tf.constant(p5_vocabulary.word_start_table(vocab), dtype=tf.int32)
+    eos_id = vocab.eos_id
+
+    def fn(ex):
+        tokens = ex["inputs"]
+        words = tf.maximum(tf.cumsum(tf.gather(starts, tokens)), 1)
+        words = tf.minimum(words, p5_vocabulary.MAX_WHOLE_WORD_ID)
+        special = tf.logical_or(tf.equal(tokens, 0), tf.equal(tokens, eos_id))
+        ex = dict(ex)
+        ex["inputs_whole_word_ids"] = tf.where(special, 0, words)
+        return ex
+
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@seqio.map_over_dataset
+def select_output_features(ex):
+    """Keeps only the task's outputs (inputs, targets, their texts, whole-word ids)."""
+    return {k: ex[k] for k in OUTPUT_KEYS if k in ex}

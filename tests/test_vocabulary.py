@@ -1,0 +1,88 @@
+"""SentencePiece training (deterministic, digit-split ids), overrides, whole-word ids."""
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from p5_jax import vocabulary
+from p5_tasks import prompts
+
+TEXTS = prompts.vocabulary_texts() + ["a good guitar strap for the price", "the sound is clear"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return vocabulary.train_sentencepiece(
+        texts=TEXTS, model_path=tmp_path_factory.mktemp("spm") / "a.model", vocab_size=300)
+
+
+def _vocab(path):
+    return vocabulary.LazySentencePieceVocabulary(lambda: path)
+
+
+def test_training_is_reproducible(model_path, tmp_path):
+    again = vocabulary.train_sentencepiece(texts=TEXTS, model_path=tmp_path / "b.model",
+                                           vocab_size=300)
+    assert again.read_bytes() == model_path.read_bytes()
+
+
+def test_special_ids_and_digit_split(model_path):
+    vocab = _vocab(model_path)
+    assert (vocab.pad_id, vocab.eos_id, vocab.unk_id) == (0, 1, 2)
+    assert vocab.tokenizer.bos_id() == -1
+    pieces = [vocab.tokenizer.id_to_piece(i) for i in vocab.encode("item_12345")]
+    assert pieces[-5:] == ["1", "2", "3", "4", "5"]
+    assert vocab.decode(vocab.encode("user_7 bought item_12 -> item_3")) == \
+        "user_7 bought item_12 -> item_3"
+
+
+def test_lazy_vocabulary_resolves_only_when_used(model_path):
+    calls = []
+    vocab = vocabulary.LazySentencePieceVocabulary(lambda: calls.append(1) or model_path)
+    assert calls == []
+    vocab.encode("hello")
+    vocab.encode("again")
+    assert calls == [1]
+
+
+def test_sentencepiece_file_override(model_path, tmp_path):
+    other = vocabulary.train_sentencepiece(texts=TEXTS[:50], model_path=tmp_path / "c.model",
+                                           vocab_size=120)
+    vocab = _vocab(model_path)
+    size = vocab.vocab_size
+    vocabulary.use_sentencepiece_file(other)
+    try:
+        assert vocab.sentencepiece_model_file == str(other)
+        assert vocab.vocab_size == spm.SentencePieceProcessor(model_file=str(other)).get_piece_size()
+        assert vocab.vocab_size != size
+    finally:
+        vocabulary.use_sentencepiece_file(None)
+    assert vocab.vocab_size == size
+    with pytest.raises(FileNotFoundError):
+        vocabulary.use_sentencepiece_file(tmp_path / "missing.model")
+
+
+def test_cached_model_is_reused_and_keyed_by_recipe(tmp_path):
+    first = vocabulary.ensure_sentencepiece_model(root=tmp_path, vocab_size=120, datasets=(),
+                                                  extra_texts=tuple(TEXTS))
+    stamp = first.stat().st_mtime_ns
+    again = vocabulary.ensure_sentencepiece_model(root=tmp_path, vocab_size=120, datasets=(),
+                                                  extra_texts=tuple(TEXTS))
+    assert again == first and again.stat().st_mtime_ns == stamp
+    changed = vocabulary.ensure_sentencepiece_model(root=tmp_path, vocab_size=120, datasets=(),
+                                                    extra_texts=tuple(TEXTS[1:]))
+    assert changed != first and first.parent == tmp_path / "vocab"
+
+
+def test_whole_word_ids_by_hand():
+    # pieces: ▁item(start) _ 4 ▁,(start) ▁item(start) _ 7 </s> pad
+    starts = np.zeros(10, dtype=bool)
+    starts[[5, 7]] = True          # 5 = "▁item", 7 = "▁,"; 6 = "_", 3/4 = digits
+    tokens = [5, 6, 3, 7, 5, 6, 4, 1, 0]
+    ids = vocabulary.whole_word_ids(token_ids=tokens, word_starts=starts)
+    np.testing.assert_array_equal(ids, [1, 1, 1, 2, 3, 3, 3, 0, 0])
+
+
+def test_whole_word_ids_are_capped():
+    starts = np.array([False, False, True])
+    ids = vocabulary.whole_word_ids(token_ids=[2] * 600, word_starts=starts)
+    assert ids.max() == vocabulary.MAX_WHOLE_WORD_ID and ids[510] == 511 and ids[0] == 1
