@@ -1,0 +1,189 @@
+"""Building blocks of the T5 network: RMS norm, relative position bias, attention, feed-forward.
+
+Parameters are stored in float32 and boxed with logical axis names; computation runs in the
+module's `dtype`. Softmax and normalisation statistics are always computed in float32.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+NEG_INF = -1e10  # additive mask value; finite so fully masked rows stay NaN-free
+
+
+def boxed_param(module: nn.Module, name: str, init_fn, shape, axes):
+    """A float32 parameter carrying logical axis names (unboxed when read)."""
+    return module.param(name, nn.with_logical_partitioning(init_fn, axes), shape, jnp.float32)
+
+
+def constrain(x, axes):
+    """Shorthand for a logical sharding constraint on an activation."""
+    return nn.with_logical_constraint(x, axes)
+
+
+def scaled_normal(scale: float):
+    """Normal init with variance `scale / fan_in` (fan_in = first kernel axis)."""
+    return nn.initializers.variance_scaling(scale, "fan_in", "normal")
+
+
+class RMSNorm(nn.Module):
+    """T5 layer norm: x / sqrt(mean(x^2) + eps) * scale; no mean subtraction, no bias."""
+    epsilon: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = boxed_param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+        x32 = x.astype(jnp.float32)
+        variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        normed = x32 * jax.lax.rsqrt(variance + self.epsilon)
+        return (normed * scale).astype(self.dtype)
+
+
+def relative_position_bucket(relative_position, *, bidirectional: bool, num_buckets: int,
+                             max_distance: int):
+    """Maps key-minus-query distances to T5 buckets.
+
+    Half the buckets hold exact small distances, the rest grow logarithmically up to
+    `max_distance`; bidirectional splits the buckets between keys after and before the query,
+    causal sends every key after the query to bucket 0.
+    """
+    relative_position = jnp.asarray(relative_position, jnp.int32)
+    buckets = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0).astype(jnp.int32) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    safe = jnp.maximum(distance, 1).astype(jnp.float32)
+    log_ratio = jnp.log(safe / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return buckets + jnp.where(is_small, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias from bucketed key-minus-query distance; returns [B|1, H, Q, K]."""
+    num_buckets: int
+    max_distance: int
+    num_heads: int
+    bidirectional: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, query_positions_BxQ, key_positions_K):
+        table = boxed_param(self, "rel_embedding", nn.initializers.normal(1.0),
+                            (self.num_buckets, self.num_heads), ("relpos_buckets", "heads"))
+        relative = key_positions_K[None, None, :] - query_positions_BxQ[:, :, None]
+        buckets_BxQxK = relative_position_bucket(
+            relative, bidirectional=self.bidirectional, num_buckets=self.num_buckets,
+            max_distance=self.max_distance)
+        bias_BxQxKxH = jnp.take(table, buckets_BxQxK, axis=0)
+        return jnp.transpose(bias_BxQxKxH, (0, 3, 1, 2)).astype(self.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+    """T5 attention (no 1/sqrt(d) scaling, no biases) with an optional one-token decode cache.
+
+    With `decode=True` the first call (no cache yet) only creates zeroed cache variables sized
+    like the keys it is given; later calls take one query token each and write its key/value at
+    the per-example position `cache_index` [B]. Every cache leaf has a leading batch axis.
+    """
+    num_heads: int
+    d_kv: int
+    dropout_rate: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+    max_decode_length: int | None = None  # cache length; defaults to the first call's length
+
+    def _project(self, name, x, d_in):
+        scale = 1.0 / self.d_kv if name == "query" else 1.0
+        kernel = boxed_param(self, name, scaled_normal(scale),
+                             (d_in, self.num_heads * self.d_kv), ("embed", "joined_kv"))
+        y = jnp.einsum("bld,dk->blk", x, kernel.astype(self.dtype))
+        y = y.reshape(*y.shape[:2], self.num_heads, self.d_kv)
+        return constrain(y, ("batch", "length", "heads", "kv"))
+
+    def _update_cache(self, key_BxTxHxD, value_BxTxHxD):
+        """Writes the new token's key/value into the cache; returns full keys, values, index."""
+        is_initialized = self.has_variable("cache", "cached_key")
+        batch, length, heads, depth = key_BxTxHxD.shape
+        shape = (batch, self.max_decode_length or length, heads, depth)
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key_BxTxHxD.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, shape,
+                                     value_BxTxHxD.dtype)
+        cache_index = self.variable("cache", "cache_index", jnp.zeros, (batch,), jnp.int32)
+        if not is_initialized:
+            return None
+        if key_BxTxHxD.shape[1] != 1:
+            raise ValueError("Cached decoding takes one token per call, "
+                             f"got {key_BxTxHxD.shape[1]}.")
+        index_B = cache_index.value
+        max_length = cached_key.value.shape[1]
+        write_BxT = (jnp.arange(max_length)[None, :] == index_B[:, None])[:, :, None, None]
+        cached_key.value = jnp.where(write_BxT, key_BxTxHxD, cached_key.value)
+        cached_value.value = jnp.where(write_BxT, value_BxTxHxD, cached_value.value)
+        cache_index.value = index_B + 1
+        return cached_key.value, cached_value.value, index_B
+
+    @nn.compact
+    def __call__(self, inputs_q, inputs_kv, *, bias=None, mask=None, decode=False,
+                 enable_dropout=False):
+        """inputs [B, Q|K, E]; bias [B|1, H, Q, K] additive; mask [B|1, 1|H, Q, K] bool."""
+        d_model = inputs_q.shape[-1]
+        query = self._project("query", inputs_q, d_model)
+        key = self._project("key", inputs_kv, inputs_kv.shape[-1])
+        value = self._project("value", inputs_kv, inputs_kv.shape[-1])
+        if decode:
+            cached = self._update_cache(key, value)
+            if cached is not None:
+                key, value, index_B = cached
+                visible = jnp.arange(key.shape[1])[None, :] <= index_B[:, None]
+                mask = visible[:, None, None, :]
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+        if bias is not None:
+            scores = scores + bias.astype(jnp.float32)
+        if mask is not None:
+            scores = jnp.where(mask, scores, NEG_INF)
+        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        weights = nn.Dropout(self.dropout_rate)(weights, deterministic=not enable_dropout)
+        context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+        context = context.reshape(*context.shape[:2], self.num_heads * self.d_kv)
+        out_kernel = boxed_param(self, "out", scaled_normal(1.0),
+                                 (self.num_heads * self.d_kv, d_model), ("joined_kv", "embed"))
+        out = jnp.einsum("blk,kd->bld", context, out_kernel.astype(self.dtype))
+        return constrain(out, ("batch", "length", "embed"))
+
+
+class FeedForward(nn.Module):
+    """T5 MLP: ReLU (v1.0) or gated GELU with the tanh approximation (T5.1.1)."""
+    d_ff: int
+    feed_forward: str = "relu"
+    dropout_rate: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+
+    def _dense(self, name, x, shape, axes):
+        kernel = boxed_param(self, name, scaled_normal(1.0), shape, axes)
+        return jnp.einsum("bld,df->blf", x, kernel.astype(self.dtype))
+
+    @nn.compact
+    def __call__(self, x, *, enable_dropout=False):
+        d_model = x.shape[-1]
+        up_shape, up_axes = (d_model, self.d_ff), ("embed", "mlp")
+        if self.feed_forward == "relu":
+            hidden = jax.nn.relu(self._dense("wi", x, up_shape, up_axes))
+        elif self.feed_forward == "gated-gelu":
+            gate = jax.nn.gelu(self._dense("wi_0", x, up_shape, up_axes), approximate=True)
+            hidden = gate * self._dense("wi_1", x, up_shape, up_axes)
+        else:
+            raise ValueError(f"Unknown feed_forward {self.feed_forward!r}; "
+                             "use 'relu' or 'gated-gelu'.")
+        hidden = constrain(hidden, ("batch", "length", "mlp"))
+        hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=not enable_dropout)
+        out = self._dense("wo", hidden, (self.d_ff, d_model), ("mlp", "embed"))
+        return constrain(out, ("batch", "length", "embed"))

@@ -1,0 +1,131 @@
+"""EncoderDecoderModel: loss, scoring and beam-search prediction around the T5 network.
+
+Batch keys (see docs/ARCHITECTURE.md): encoder_input_tokens, encoder_whole_word_ids (optional),
+decoder_input_tokens, decoder_target_tokens, decoder_loss_weights.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from p5_jax import decoding
+from p5_jax.network import Transformer
+
+EOS_ID = 1
+
+
+def cross_entropy_with_logits(*, logits_BxTxV, targets_BxT, label_smoothing=0.0, z_loss=0.0):
+    """Per-token (cross entropy, z-loss term), float32.
+
+    Label smoothing spreads `label_smoothing` over the other V-1 tokens; the entropy of that soft
+    target is subtracted so a perfect prediction scores 0. The z-loss term is
+    z_loss * logsumexp(logits)^2, which keeps the softmax normaliser near 1.
+    """
+    logits = logits_BxTxV.astype(jnp.float32)
+    vocab = logits.shape[-1]
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    log_probs = logits - log_z[..., None]
+    target_log_probs = jnp.take_along_axis(log_probs, targets_BxT[..., None], axis=-1)[..., 0]
+    if label_smoothing:
+        confidence = 1.0 - label_smoothing
+        low = label_smoothing / (vocab - 1)
+        entropy = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
+        others = jnp.sum(log_probs, axis=-1) - target_log_probs
+        loss = -(confidence * target_log_probs + low * others) - entropy
+    else:
+        loss = -target_log_probs
+    return loss, z_loss * jnp.square(log_z)
+
+
+class EncoderDecoderModel:
+    """Loss, scoring and prediction for a `Transformer`; params are passed unboxed."""
+
+    def __init__(self, *, module: Transformer, label_smoothing: float = 0.0, z_loss: float = 0.0):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        if z_loss < 0:
+            raise ValueError(f"z_loss must be >= 0, got {z_loss}.")
+        self.module, self.label_smoothing, self.z_loss = module, label_smoothing, z_loss
+
+    def init(self, rng, *, batch_size: int, input_length: int, target_length: int):
+        """Parameters boxed with logical axis names (wrap in jax.eval_shape for shapes only)."""
+        encoder_tokens = jnp.ones((batch_size, input_length), jnp.int32)
+        decoder_tokens = jnp.ones((batch_size, target_length), jnp.int32)
+        variables = self.module.init({"params": rng}, encoder_tokens, decoder_tokens,
+                                     jnp.ones_like(encoder_tokens))
+        return variables["params"]
+
+    def _logits(self, params, batch, dropout_rng=None):
+        rngs = None if dropout_rng is None else {"dropout": dropout_rng}
+        return self.module.apply(
+            {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+            batch.get("encoder_whole_word_ids"), enable_dropout=dropout_rng is not None, rngs=rngs)
+
+    def loss_fn(self, params, batch, dropout_rng=None):
+        """(mean loss per target token, aux); dropout is on exactly when dropout_rng is given.
+
+        aux: loss_sum (summed cross entropy, z-loss excluded), num_tokens, num_correct (argmax
+        hits), z_loss (mean z-loss term). loss = (loss_sum + summed z-loss) / num_tokens.
+        """
+        logits = self._logits(params, batch, dropout_rng)
+        targets = batch["decoder_target_tokens"]
+        weights = batch["decoder_loss_weights"].astype(jnp.float32)
+        token_loss, token_z = cross_entropy_with_logits(
+            logits_BxTxV=logits, targets_BxT=targets, label_smoothing=self.label_smoothing,
+            z_loss=self.z_loss)
+        num_tokens = jnp.sum(weights)
+        denominator = jnp.maximum(num_tokens, 1.0)
+        loss_sum = jnp.sum(token_loss * weights)
+        z_sum = jnp.sum(token_z * weights)
+        correct = (jnp.argmax(logits, axis=-1) == targets) & (weights > 0)
+        aux = {"loss_sum": loss_sum, "num_tokens": num_tokens,
+               "num_correct": jnp.sum(correct.astype(jnp.float32)),
+               "z_loss": z_sum / denominator}
+        return (loss_sum + z_sum) / denominator, aux
+
+    def score_batch(self, params, batch):
+        """Per-example sum of log p(target token) over positions with nonzero loss weight."""
+        logits = self._logits(params, batch).astype(jnp.float32)
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        targets = batch["decoder_target_tokens"]
+        token_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+        weights = batch.get("decoder_loss_weights", (targets > 0).astype(jnp.float32))
+        return jnp.sum(token_log_probs * weights, axis=-1)
+
+    def init_cache(self, params, *, encoded, encoder_input_tokens, max_decode_length: int):
+        """Zeroed decoder cache for [B] rows (shapes traced abstractly, nothing decoded)."""
+        batch = encoder_input_tokens.shape[0]
+        dummy = jnp.zeros((batch, max_decode_length), jnp.int32)
+
+        def cache_shapes():
+            _, variables = self.module.apply(
+                {"params": params}, encoded, encoder_input_tokens, dummy, decode=True,
+                max_decode_length=max_decode_length, mutable=["cache"],
+                method=Transformer.decode)
+            return variables["cache"]
+
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(cache_shapes))
+
+    def predict_batch(self, params, batch, *, num_decodes: int = 1, alpha: float = 0.6,
+                      max_decode_length: int = 32, prefix_trie=None):
+        """Beam search: (tokens_BxKxT, scores_BxK), best first. The encoder runs once."""
+        encoder_tokens = batch["encoder_input_tokens"]
+        encoded = self.module.apply({"params": params}, encoder_tokens,
+                                    batch.get("encoder_whole_word_ids"),
+                                    method=Transformer.encode)
+        cache = self.init_cache(params, encoded=encoded, encoder_input_tokens=encoder_tokens,
+                                max_decode_length=max_decode_length)
+        encoded_N = decoding.expand_to_beams(encoded, num_beams=num_decodes)
+        encoder_tokens_N = decoding.expand_to_beams(encoder_tokens, num_beams=num_decodes)
+
+        def tokens_to_logits(ids_Nx1, cache):
+            logits, variables = self.module.apply(
+                {"params": params, "cache": cache}, encoded_N, encoder_tokens_N, ids_Nx1,
+                decode=True, max_decode_length=max_decode_length, mutable=["cache"],
+                method=Transformer.decode)
+            return logits[:, -1, :].astype(jnp.float32), variables["cache"]
+
+        return decoding.beam_search(
+            cache=cache, tokens_to_logits=tokens_to_logits, eos_id=EOS_ID,
+            num_decodes=num_decodes, alpha=alpha, max_decode_len=max_decode_length,
+            constraint=prefix_trie)
