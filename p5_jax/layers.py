@@ -12,6 +12,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 NEG_INF = -1e10  # additive mask value; finite so fully masked rows stay NaN-free
+# Cache leaves written once when the cache is created and only read by decode steps.
+STATIC_CACHE_NAMES = ("cross_key", "cross_value")
 
 
 def boxed_param(module: nn.Module, name: str, init_fn, shape, axes):
@@ -89,17 +91,22 @@ class RelativePositionBias(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """T5 attention (no 1/sqrt(d) scaling, no biases) with an optional one-token decode cache.
+    """T5 attention (no 1/sqrt(d) scaling, no biases) with an optional decode cache.
 
-    With `decode=True` the first call (no cache yet) only creates zeroed cache variables sized
-    like the keys it is given; later calls take one query token each and write its key/value at
-    the per-example position `cache_index` [B]. Every cache leaf has a leading batch axis.
+    Self-attention (`static_kv=False`) with `decode=True`: the first call (no cache yet) only
+    creates zeroed cache variables sized like the keys it is given; later calls take one query
+    token each and write its key/value at the per-example position `cache_index` [B].
+    Cross-attention (`static_kv=True`) with `decode=True`: the first call projects `inputs_kv`
+    (the encoder output) into the cache; later calls read those keys/values back and ignore
+    `inputs_kv`, so a decode step never re-projects the encoder output.
+    Every cache leaf has a leading batch axis.
     """
     num_heads: int
     d_kv: int
     dropout_rate: float = 0.0
     dtype: jnp.dtype = jnp.float32
     max_decode_length: int | None = None  # cache length; defaults to the first call's length
+    static_kv: bool = False  # inputs_kv fixed while decoding (cross-attention): project once
 
     def _project(self, name, x, d_in):
         scale = 1.0 / self.d_kv if name == "query" else 1.0
@@ -131,20 +138,42 @@ class MultiHeadAttention(nn.Module):
         cache_index.value = index_B + 1
         return cached_key.value, cached_value.value, index_B
 
+    def _static_keys_values(self, inputs_kv):
+        """Cross-attention keys/values [B, K, H, D], projected only when the cache is created."""
+        key_name, value_name = STATIC_CACHE_NAMES
+        if self.has_variable("cache", key_name):
+            key = self.get_variable("cache", key_name)
+            value = self.get_variable("cache", value_name)
+            axes = ("batch", "length", "heads", "kv")
+            return constrain(key, axes), constrain(value, axes)
+        key = self._project("key", inputs_kv, inputs_kv.shape[-1])
+        value = self._project("value", inputs_kv, inputs_kv.shape[-1])
+        self.put_variable("cache", key_name, key)
+        self.put_variable("cache", value_name, value)
+        return key, value
+
+    def _keys_values(self, inputs_kv, decode):
+        """(keys, values, mask or None); the mask hides unwritten self-attention cache slots."""
+        if decode and self.static_kv:
+            return *self._static_keys_values(inputs_kv), None
+        key = self._project("key", inputs_kv, inputs_kv.shape[-1])
+        value = self._project("value", inputs_kv, inputs_kv.shape[-1])
+        cached = self._update_cache(key, value) if decode else None
+        if cached is None:
+            return key, value, None
+        key, value, index_B = cached
+        visible = jnp.arange(key.shape[1])[None, :] <= index_B[:, None]
+        return key, value, visible[:, None, None, :]
+
     @nn.compact
     def __call__(self, inputs_q, inputs_kv, *, bias=None, mask=None, decode=False,
                  enable_dropout=False):
         """inputs [B, Q|K, E]; bias [B|1, H, Q, K] additive; mask [B|1, 1|H, Q, K] bool."""
         d_model = inputs_q.shape[-1]
         query = self._project("query", inputs_q, d_model)
-        key = self._project("key", inputs_kv, inputs_kv.shape[-1])
-        value = self._project("value", inputs_kv, inputs_kv.shape[-1])
-        if decode:
-            cached = self._update_cache(key, value)
-            if cached is not None:
-                key, value, index_B = cached
-                visible = jnp.arange(key.shape[1])[None, :] <= index_B[:, None]
-                mask = visible[:, None, None, :]
+        key, value, cache_mask = self._keys_values(inputs_kv, decode)
+        if cache_mask is not None:
+            mask = cache_mask
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
         if bias is not None:
             scores = scores + bias.astype(jnp.float32)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 from p5_jax import decoding
+from p5_jax.layers import STATIC_CACHE_NAMES
 from p5_jax.network import Transformer
 
 EOS_ID = 1
@@ -35,6 +37,19 @@ def cross_entropy_with_logits(*, logits_BxTxV, targets_BxT, label_smoothing=0.0,
     else:
         loss = -target_log_probs
     return loss, z_loss * jnp.square(log_z)
+
+
+def split_static_cache(cache):
+    """(per-step cache, flat dict of the static cross-attention leaves) of a decoder cache."""
+    flat = traverse_util.flatten_dict(cache)
+    static = {path: leaf for path, leaf in flat.items() if path[-1] in STATIC_CACHE_NAMES}
+    steps = {path: leaf for path, leaf in flat.items() if path not in static}
+    return traverse_util.unflatten_dict(steps), static
+
+
+def merge_static_cache(cache, static):
+    """Inverse of `split_static_cache`."""
+    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(cache), **static})
 
 
 class EncoderDecoderModel:
@@ -93,37 +108,42 @@ class EncoderDecoderModel:
         return jnp.sum(token_log_probs * weights, axis=-1)
 
     def init_cache(self, params, *, encoded, encoder_input_tokens, max_decode_length: int):
-        """Zeroed decoder cache for [B] rows (shapes traced abstractly, nothing decoded)."""
-        batch = encoder_input_tokens.shape[0]
-        dummy = jnp.zeros((batch, max_decode_length), jnp.int32)
-
-        def cache_shapes():
-            _, variables = self.module.apply(
-                {"params": params}, encoded, encoder_input_tokens, dummy, decode=True,
-                max_decode_length=max_decode_length, mutable=["cache"],
-                method=Transformer.decode)
-            return variables["cache"]
-
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(cache_shapes))
+        """Decoder cache for [B] rows: self-attention slots and positions zeroed, cross-attention
+        keys/values projected from `encoded` here, once per example (beam search copies them
+        to the beams instead of projecting again at every step)."""
+        start = jnp.zeros((encoder_input_tokens.shape[0], 1), jnp.int32)
+        _, variables = self.module.apply(
+            {"params": params}, encoded, encoder_input_tokens, start, decode=True,
+            max_decode_length=max_decode_length, mutable=["cache"], method=Transformer.decode)
+        return variables["cache"]
 
     def predict_batch(self, params, batch, *, num_decodes: int = 1, alpha: float = 0.6,
                       max_decode_length: int = 32, prefix_trie=None):
-        """Beam search: (tokens_BxKxT, scores_BxK), best first. The encoder runs once."""
+        """Beam search: (tokens_BxKxT, scores_BxK), best first.
+
+        The encoder and the cross-attention key/value projections run once per example; the
+        decode steps only read the projections (expanded to the beams by a copy).
+        """
         encoder_tokens = batch["encoder_input_tokens"]
         encoded = self.module.apply({"params": params}, encoder_tokens,
                                     batch.get("encoder_whole_word_ids"),
                                     method=Transformer.encode)
         cache = self.init_cache(params, encoded=encoded, encoder_input_tokens=encoder_tokens,
                                 max_decode_length=max_decode_length)
+        # The projected encoder output never changes: beams share one expanded copy outside the
+        # search state, so beam search neither carries nor gathers it at every step.
+        cache, static = split_static_cache(cache)
+        static_N = {path: decoding.expand_to_beams(leaf, num_beams=num_decodes)
+                    for path, leaf in static.items()}
         encoded_N = decoding.expand_to_beams(encoded, num_beams=num_decodes)
         encoder_tokens_N = decoding.expand_to_beams(encoder_tokens, num_beams=num_decodes)
 
         def tokens_to_logits(ids_Nx1, cache):
             logits, variables = self.module.apply(
-                {"params": params, "cache": cache}, encoded_N, encoder_tokens_N, ids_Nx1,
-                decode=True, max_decode_length=max_decode_length, mutable=["cache"],
-                method=Transformer.decode)
-            return logits[:, -1, :].astype(jnp.float32), variables["cache"]
+                {"params": params, "cache": merge_static_cache(cache, static_N)}, encoded_N,
+                encoder_tokens_N, ids_Nx1, decode=True, max_decode_length=max_decode_length,
+                mutable=["cache"], method=Transformer.decode)
+            return logits[:, -1, :].astype(jnp.float32), split_static_cache(variables["cache"])[0]
 
         return decoding.beam_search(
             cache=cache, tokens_to_logits=tokens_to_logits, eos_id=EOS_ID,

@@ -124,8 +124,8 @@ class DecoderLayer(nn.Module):
         y = y + _dropout(cfg, h, enable_dropout)
         h = RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(y)
         h = MultiHeadAttention(cfg.num_heads, cfg.d_kv, cfg.dropout_rate, dtype,
-                               name="encoder_decoder_attention")(
-            h, encoded, mask=cross_mask, enable_dropout=enable_dropout)
+                               static_kv=True, name="encoder_decoder_attention")(
+            h, encoded, mask=cross_mask, decode=decode, enable_dropout=enable_dropout)
         y = y + _dropout(cfg, h, enable_dropout)
         h = RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(y)
         h = FeedForward(cfg.d_ff, cfg.feed_forward, cfg.dropout_rate, dtype,
@@ -232,7 +232,12 @@ class Transformer(nn.Module):
 
     def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, *, enable_dropout=False,
                decode=False, max_decode_length=None):
-        """-> logits [B, T, V] in the compute dtype. decode=True uses the "cache" collection."""
+        """-> logits [B, T, V] in the compute dtype. decode=True uses the "cache" collection.
+
+        With decode=True, the call that creates the cache projects `encoded` to the
+        cross-attention keys/values stored there; later (one-token) calls read them back and
+        leave `encoded` unused.
+        """
         if decode and max_decode_length is None:
             raise ValueError("decode=True needs max_decode_length (the cache length).")
         y = self._embed(decoder_input_tokens)

@@ -161,6 +161,20 @@ def test_predict_batch_respects_prefix_trie(model, params):
         assert {tuple(np.asarray(row)) for row in tokens[b]} == allowed
 
 
+def test_predict_batch_projects_encoder_once_per_example(model, params):
+    batch_sizes = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if (context.method_name == "_project" and args[0] in ("key", "value")
+                and context.module.name == "encoder_decoder_attention"):
+            batch_sizes.append(args[1].shape[0])
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):  # the traced loop body would show B*K-row calls
+        model.predict_batch(params, BATCH, num_decodes=3, max_decode_length=4)
+    assert batch_sizes == [2] * (2 * CONFIG.num_decoder_layers)
+
+
 
 def _sharded(model, params, mesh):
     boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch_size=2,

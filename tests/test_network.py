@@ -105,16 +105,51 @@ def test_cached_decoding_matches_full_forward(overrides):
     _, cache_vars = model.apply(variables, encoded, ENC, jnp.zeros((2, max_len), jnp.int32),
                                 decode=True, max_decode_length=max_len, mutable=["cache"],
                                 method=model.decode)
-    cache = jax.tree.map(jnp.zeros_like, cache_vars["cache"])
+    cache = cache_vars["cache"]
     assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(cache))
     steps = []
-    for t in range(DEC.shape[1]):
+    for t in range(DEC.shape[1]):  # steps read the projected encoder output from the cache
         logits, mutated = model.apply(
-            {**variables, "cache": cache}, encoded, ENC, DEC[:, t:t + 1], decode=True,
+            {**variables, "cache": cache}, jnp.zeros_like(encoded), ENC, DEC[:, t:t + 1],
+            decode=True,
             max_decode_length=max_len, mutable=["cache"], method=model.decode)
         cache = mutated["cache"]
         steps.append(logits[:, 0])
     np.testing.assert_allclose(jnp.stack(steps, axis=1), full, atol=1e-5, rtol=1e-5)
+
+
+def count_cross_projections(batch_sizes):
+    """Interceptor recording the batch size of every cross-attention key/value projection."""
+    def interceptor(next_fun, args, kwargs, context):
+        if (context.method_name == "_project" and args[0] in ("key", "value")
+                and context.module.name == "encoder_decoder_attention"):
+            batch_sizes.append(args[1].shape[0])
+        return next_fun(*args, **kwargs)
+    return interceptor
+
+
+@jax.default_matmul_precision("float32")
+def test_cross_attention_projected_once_per_decode():
+    config = small_config()
+    model = network.Transformer(config)
+    variables = init(config)
+    encoded = model.apply(variables, ENC, WORDS, method=model.encode)
+    projected = []
+    with nn.intercept_methods(count_cross_projections(projected)):
+        _, cache_vars = model.apply(variables, encoded, ENC, DEC[:, :1], decode=True,
+                                    max_decode_length=5, mutable=["cache"], method=model.decode)
+        cache = cache_vars["cache"]
+        for t in range(DEC.shape[1]):
+            _, mutated = model.apply({**variables, "cache": cache}, encoded, ENC,
+                                     DEC[:, t:t + 1], decode=True, max_decode_length=5,
+                                     mutable=["cache"], method=model.decode)
+            cache = mutated["cache"]
+    assert projected == [2] * (2 * config.num_decoder_layers)  # key + value per layer, at init
+    cross = cache["decoder"]["layers_1"]["encoder_decoder_attention"]
+    kernel = variables["params"]["decoder"]["layers_1"]["encoder_decoder_attention"]["key"]
+    expected = jnp.einsum("bld,dk->blk", encoded, kernel).reshape(2, ENC.shape[1], 2, 8)
+    assert cross["cross_key"].shape == cross["cross_value"].shape == (2, ENC.shape[1], 2, 8)
+    np.testing.assert_allclose(cross["cross_key"], expected, atol=1e-5, rtol=1e-5)
 
 
 @jax.default_matmul_precision("float32")
