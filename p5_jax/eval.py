@@ -1,0 +1,101 @@
+r"""Evaluate a checkpoint on the test split of a seqio mixture or task, t5x style.
+
+  python -m p5_jax.eval --gin_file=gin/runs/eval.gin --gin_file=gin/models/tiny.gin \
+    --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'p5_musical_instruments_all'" \
+    [--gin.EVAL_OUTPUT_DIR="'/tmp/run/eval'"] [--gin.MAX_EXAMPLES_PER_TASK=50]
+
+Writes results.json, results.md, metrics.png and predictions/<task>.jsonl (see p5_jax.eval_results).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import gin
+import jax
+import seqio
+from absl import app, flags, logging
+
+import p5_tasks  # noqa: F401  (registers the seqio tasks)
+
+from p5_jax import (eval_baselines, eval_results, evaluation, gin_bindings, inference, network,
+                    partitioning, paths, vocabulary)
+
+# The entry scripts share these flag names; whichever is imported first defines them.
+for _name, _help in (("gin_file", "Gin files, parsed in order."),
+                     ("gin_bindings", "Gin bindings; --gin.NAME=VALUE also works."),
+                     ("gin_search_paths", "Extra folders to look for gin files in.")):
+    if _name not in flags.FLAGS:
+        flags.DEFINE_multi_string(_name, [], _help)
+
+
+def build_model(task_name: str):
+    """The gin-configured model, sized to the task's vocabulary as training sizes it."""
+    vocab = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
+    config = gin_bindings.T5Config(vocab_size=inference.padded_vocab_size(vocab.vocab_size))
+    return gin_bindings.EncoderDecoderModel(module=network.Transformer(config))
+
+
+def _baselines_fn(dataset, outputs):
+    loaders = eval_baselines.prepared_training_data(root=paths.prepared_root(), dataset=dataset)
+    return eval_baselines.family_baselines(outputs=outputs, **loaders)
+
+
+@gin.configurable(denylist=["show_progress"])
+def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
+             output_dir: str | None = None, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+             batch_size: int = 32, max_examples_per_task: int | None = None,
+             num_beams: int = 20, beam_alpha: float = 0.6, include_unseen: bool = True,
+             zero_shot_domain: bool = False, data_parallel: int = -1, model_parallel: int = 1,
+             candidate_chunk_size: int = 0, seed: int = 0,
+             sentencepiece_model_file: str | None = None, title: str | None = None,
+             show_progress: bool = True) -> dict:
+    """Restores the parameters, decodes every task, writes the report; returns written paths."""
+    if sentencepiece_model_file:
+        vocabulary.use_sentencepiece_file(sentencepiece_model_file)
+    names = evaluation.task_names(mixture_or_task_name, include_unseen=include_unseen)
+    mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
+    model = build_model(names[0])
+    directory = inference.checkpoint_dir(checkpoint_path)
+    params, step = inference.restore_params(
+        path=directory, abstract=inference.abstract_params(model=model, mesh=mesh))
+    logging.info("Restored step %d from %s; %d tasks.", step, directory, len(names))
+    config = evaluation.EvalConfig(
+        batch_size=batch_size, max_examples=max_examples_per_task,
+        feature_lengths=dict(task_feature_lengths), num_beams=num_beams, alpha=beam_alpha,
+        candidate_chunk_size=candidate_chunk_size, seed=seed, progress=show_progress)
+    predictor = inference.Predictor(model=model, params=params, mesh=mesh)
+    outputs = evaluation.evaluate_tasks(predictor=predictor, task_names=names, config=config,
+                                        zero_shot_domain=zero_shot_domain)
+    settings = {"checkpoint": str(directory), "step": step, "mixture": mixture_or_task_name,
+                "max_examples_per_task": max_examples_per_task, "num_beams": num_beams,
+                "task_feature_lengths": dict(task_feature_lengths),
+                "zero_shot_domain": zero_shot_domain}
+    out_dir = output_dir or os.path.join(checkpoint_path, "eval", mixture_or_task_name)
+    if jax.process_index() != 0:
+        return {}
+    written = eval_results.write_results(out_dir=out_dir, outputs=outputs, settings=settings,
+                                         baselines_fn=_baselines_fn, title=title)
+    for dataset, files in written.items():
+        print(files["markdown"].read_text())
+        logging.info("%s: wrote %s", dataset, ", ".join(str(p) for p in files.values()))
+    return written
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    partitioning.initialize_distributed(os.environ)
+    gin_bindings.parse_config(gin_files=flags.FLAGS.gin_file,
+                              gin_bindings=flags.FLAGS.gin_bindings,
+                              search_paths=flags.FLAGS.gin_search_paths)
+    evaluate()
+
+
+def run():
+    app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(
+        gin_bindings.rewrite_gin_args(argv)))
+
+
+if __name__ == "__main__":
+    run()

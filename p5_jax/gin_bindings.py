@@ -1,0 +1,52 @@
+"""Gin registrations and command-line handling for the entry scripts (library code stays gin-free).
+
+Configurable names used in gin files: `T5Config`, `EncoderDecoderModel`, `make_schedule`,
+`make_adamw` (plus `train` in p5_jax/train.py).
+"""
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+
+import gin
+
+from p5_jax import models, network, trainer
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+GIN_DIR = REPO_ROOT / "gin"
+
+T5Config = gin.external_configurable(network.T5Config, name="T5Config", module="network")
+EncoderDecoderModel = gin.external_configurable(
+    models.EncoderDecoderModel, name="EncoderDecoderModel", module="models",
+    denylist=["module"])
+make_schedule = gin.external_configurable(trainer.make_schedule, name="make_schedule",
+                                          module="trainer", denylist=["total_steps"])
+make_adamw = gin.external_configurable(trainer.make_adamw, name="make_adamw", module="trainer",
+                                       denylist=["learning_rate"])
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+    """t5x-style `--gin.NAME=VALUE` becomes `--gin_bindings=NAME = VALUE`."""
+    rewritten = []
+    for arg in argv:
+        if arg.startswith("--gin."):
+            name, separator, value = arg[len("--gin."):].partition("=")
+            if not separator or not name:
+                raise ValueError(f"Expected --gin.NAME=VALUE, got {arg!r}.")
+            arg = f"--gin_bindings={name} = {value}"
+        rewritten.append(arg)
+    return rewritten
+
+
+def parse_config(*, gin_files: Sequence[str], gin_bindings: Sequence[str],
+                 search_paths: Sequence[str] = ()) -> None:
+    """Parses files then bindings; unknown configurables or parameters raise here, before compute.
+
+    Files are looked up as given, then under each search path, `gin/` and the repository root.
+    """
+    if not gin_files:
+        raise ValueError("Give at least one --gin_file (e.g. gin/runs/train.gin).")
+    for path in (*search_paths, str(GIN_DIR), str(REPO_ROOT)):
+        gin.add_config_file_search_path(path)
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
+                                        finalize_config=True)

@@ -1,0 +1,94 @@
+r"""Recommendations, a predicted rating and an explanation for one user, printed as JSON.
+
+  python -m p5_jax.infer --gin_file=gin/runs/infer.gin --gin_file=gin/models/tiny.gin \
+    --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.DATASET="'musical_instruments'" \
+    --user=17 [--item=42] [--top_k=10]
+
+An unknown user or item is an error (exit status 2) naming the dataset and a few valid ids.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+
+import gin
+from absl import app, flags, logging
+
+import p5_tasks  # noqa: F401  (registers the seqio tasks)
+
+from p5_jax import (gin_bindings, inference, network, partitioning, paths, recommend,
+                    vocabulary)
+
+# The entry scripts share these flag names; whichever is imported first defines them.
+for _name, _help in (("gin_file", "Gin files, parsed in order."),
+                     ("gin_bindings", "Gin bindings; --gin.NAME=VALUE also works."),
+                     ("gin_search_paths", "Extra folders to look for gin files in.")):
+    if _name not in flags.FLAGS:
+        flags.DEFINE_multi_string(_name, [], _help)
+flags.DEFINE_string("user", None, "User id of the prepared dataset (required).")
+flags.DEFINE_string("item", None, "Item id to rate and explain (default: the top item).")
+flags.DEFINE_integer("top_k", 10, "How many items to recommend.")
+
+
+@gin.configurable("infer")
+def infer_settings(*, checkpoint_path: str = gin.REQUIRED, dataset: str = gin.REQUIRED,
+                   task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+                   data_parallel: int = -1, model_parallel: int = 1,
+                   sentencepiece_model_file: str | None = None) -> dict:
+    """The gin-bound settings of `infer` (bound as `infer.*` in gin/runs/infer.gin)."""
+    return dict(checkpoint_path=checkpoint_path, dataset=dataset,
+                task_feature_lengths=dict(task_feature_lengths), data_parallel=data_parallel,
+                model_parallel=model_parallel, sentencepiece_model_file=sentencepiece_model_file)
+
+
+def infer(*, user_id: str, item_id: str | None = None, top_k: int = 10, checkpoint_path: str,
+          dataset: str, task_feature_lengths: Mapping[str, int], data_parallel: int = -1,
+          model_parallel: int = 1, sentencepiece_model_file: str | None = None) -> dict:
+    """Restores the parameters and answers for one user (see p5_jax.recommend)."""
+    if sentencepiece_model_file:
+        vocabulary.use_sentencepiece_file(sentencepiece_model_file)
+    recommend.validate(root=paths.prepared_root(), dataset=dataset, user_id=user_id,
+                       item_id=item_id)
+    vocab = p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
+    config = gin_bindings.T5Config(vocab_size=inference.padded_vocab_size(vocab.vocab_size))
+    model = gin_bindings.EncoderDecoderModel(module=network.Transformer(config))
+    mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
+    directory = inference.checkpoint_dir(checkpoint_path)
+    params, step = inference.restore_params(
+        path=directory, abstract=inference.abstract_params(model=model, mesh=mesh))
+    logging.info("Restored step %d from %s.", step, directory)
+    predictor = inference.Predictor(model=model, params=params, mesh=mesh)
+    answer = recommend.recommend(
+        predictor=predictor, vocabulary=vocab, root=paths.prepared_root(), dataset=dataset,
+        user_id=user_id, item_id=item_id, top_k=top_k,
+        input_length=task_feature_lengths["inputs"], target_length=task_feature_lengths["targets"])
+    return {**answer, "checkpoint": str(directory), "step": step}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if flags.FLAGS.user is None:
+        raise app.UsageError("--user=ID is required.")
+    gin_bindings.parse_config(gin_files=flags.FLAGS.gin_file,
+                              gin_bindings=flags.FLAGS.gin_bindings,
+                              search_paths=flags.FLAGS.gin_search_paths)
+    try:
+        answer = infer(user_id=flags.FLAGS.user, item_id=flags.FLAGS.item,
+                       top_k=flags.FLAGS.top_k, **infer_settings())
+    except recommend.UnknownIdError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(answer, indent=2))
+
+
+def run():
+    app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(
+        gin_bindings.rewrite_gin_args(argv)))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    run()

@@ -1,0 +1,66 @@
+"""The gin entry point of evaluation: required settings, experiment files, a tiny run end to end."""
+import json
+
+import gin
+import pytest
+
+import eval_data
+import p5_tasks  # noqa: F401
+from p5_jax import eval as eval_entry
+from p5_jax import gin_bindings
+
+TASK = "p5_musical_instruments_sequential_2_3"
+
+
+@pytest.fixture
+def clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def _parse(files, bindings):
+    gin_bindings.parse_config(gin_files=files, gin_bindings=bindings)
+
+
+def test_missing_checkpoint_path_is_a_clear_error_before_any_work(clean_gin):
+    with pytest.raises(ValueError, match="CHECKPOINT_PATH.*gin.REQUIRED"):
+        _parse(["runs/eval.gin", "models/tiny.gin"], [f"MIXTURE_OR_TASK_NAME = '{TASK}'"])
+
+
+def test_misspelled_binding_fails_at_parse_time(clean_gin):
+    with pytest.raises(ValueError, match="max_examples"):
+        _parse(["runs/eval.gin", "models/tiny.gin"], ["evaluate.max_examples = 3"])
+
+
+def test_beauty_to_toys_is_zero_shot_on_toys(clean_gin):
+    _parse(["experiments/beauty_to_toys.gin", "models/small.gin"],
+           ["CHECKPOINT_PATH = '/tmp/beauty'"])
+    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == "p5_toys_all"
+    assert gin.query_parameter("evaluate.zero_shot_domain") is True
+
+
+@pytest.mark.slow
+def test_eval_writes_report_with_cap_and_unseen_tables(tmp_path, clean_gin):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        eval_data.environment(tmp_path, monkeypatch)
+        try:
+            _parse(["runs/eval.gin", "models/tiny.gin"], [
+                f"CHECKPOINT_PATH = '{tmp_path / 'run'}'", f"MIXTURE_OR_TASK_NAME = '{TASK}'",
+                f"EVAL_OUTPUT_DIR = '{tmp_path / 'eval'}'", "MAX_EXAMPLES_PER_TASK = 3",
+                "EVAL_BATCH_SIZE = 8", "TASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 16}"])
+            eval_data.save_checkpoint(model=eval_entry.build_model(TASK),
+                                      directory=tmp_path / "run" / "checkpoints", step=5)
+            eval_entry.evaluate(show_progress=False)
+        finally:
+            eval_data.forget_vocabulary_file()
+    payload = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert payload["settings"]["max_examples_per_task"] == 3 and payload["settings"]["step"] == 5
+    tasks = {t["task"]: t for t in payload["tasks"]}
+    assert not tasks[TASK]["unseen"] and tasks[TASK]["metrics"]["count"] == 3
+    assert tasks["p5_musical_instruments_direct_5_8"]["unseen"]
+    assert payload["decoding"]["p5_musical_instruments_direct_5_8"] == "candidates"
+    assert "most popular (train)" in payload["baselines"]["sequential"]
+    markdown = (tmp_path / "eval" / "results.md").read_text()
+    assert "at most 3 (capped)" in markdown and "Unseen prompts (zero-shot)" in markdown
+    assert (tmp_path / "eval" / "predictions" / f"{TASK}.jsonl").is_file()
