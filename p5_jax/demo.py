@@ -61,7 +61,6 @@ def main(argv=None) -> int:
                       _gin("CHECKPOINT_PATH", str(model_dir)),
                       _gin("EVAL_OUTPUT_DIR", str(eval_dir))])
     curve = report.plot_loss_curve(loss_history(model_dir / "train"), eval_dir / "loss_curve.png")
-    print("\n" + (eval_dir / "results.md").read_text())
     print(f"Report: {eval_dir / 'results.md'}, plots: {curve}, {eval_dir / 'metrics.png'}")
     print(f"Wall time {time.perf_counter() - start:.0f} s; "
           f"peak memory {_peak_memory_mib():.0f} MiB (largest single stage)")

@@ -21,12 +21,7 @@ import p5_tasks  # noqa: F401  (registers the seqio tasks)
 from p5_jax import (eval_baselines, eval_results, evaluation, gin_bindings, inference, network,
                     partitioning, paths, vocabulary)
 
-# The entry scripts share these flag names; whichever is imported first defines them.
-for _name, _help in (("gin_file", "Gin files, parsed in order."),
-                     ("gin_bindings", "Gin bindings; --gin.NAME=VALUE also works."),
-                     ("gin_search_paths", "Extra folders to look for gin files in.")):
-    if _name not in flags.FLAGS:
-        flags.DEFINE_multi_string(_name, [], _help)
+gin_bindings.define_flags()
 
 
 def build_model(task_name: str):
@@ -78,13 +73,14 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
                                          baselines_fn=_baselines_fn, title=title)
     for dataset, files in written.items():
         print(files["markdown"].read_text())
-        logging.info("%s: wrote %s", dataset, ", ".join(str(p) for p in files.values()))
+        print(f"{dataset}: wrote " + ", ".join(str(p) for p in files.values()))
     return written
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    gin_bindings.quiet_console()
     partitioning.initialize_distributed(os.environ)
     gin_bindings.parse_config(gin_files=flags.FLAGS.gin_file,
                               gin_bindings=flags.FLAGS.gin_bindings,

@@ -9,8 +9,10 @@ import pathlib
 from collections.abc import Sequence
 
 import gin
+from absl import flags, logging
 
 from p5_jax import models, network, trainer
+from p5_jax.tf_setup import quiet_tensorflow
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIN_DIR = REPO_ROOT / "gin"
@@ -23,6 +25,25 @@ make_schedule = gin.external_configurable(trainer.make_schedule, name="make_sche
                                           module="trainer", denylist=["total_steps"])
 make_adamw = gin.external_configurable(trainer.make_adamw, name="make_adamw", module="trainer",
                                        denylist=["learning_rate"])
+
+
+def define_flags() -> None:
+    """Defines the t5x-style gin flags that train, eval and infer share, once per process."""
+    for name, help_text in (("gin_file", "Gin files, parsed in order."),
+                            ("gin_bindings", "Gin bindings; --gin.NAME=VALUE also works."),
+                            ("gin_search_paths", "Extra folders to look for gin files in.")):
+        if name not in flags.FLAGS:
+            flags.DEFINE_multi_string(name, [], help_text)
+
+
+def quiet_console() -> None:
+    """Keeps TensorFlow's start-up noise and library info logs off the console.
+
+    Progress bars and warnings still show; pass --verbosity=0 (or higher) for the info logs.
+    """
+    quiet_tensorflow()
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:

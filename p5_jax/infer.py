@@ -20,13 +20,7 @@ import p5_tasks  # noqa: F401  (registers the seqio tasks)
 
 from p5_jax import (gin_bindings, inference, network, partitioning, paths, recommend,
                     vocabulary)
-
-# The entry scripts share these flag names; whichever is imported first defines them.
-for _name, _help in (("gin_file", "Gin files, parsed in order."),
-                     ("gin_bindings", "Gin bindings; --gin.NAME=VALUE also works."),
-                     ("gin_search_paths", "Extra folders to look for gin files in.")):
-    if _name not in flags.FLAGS:
-        flags.DEFINE_multi_string(_name, [], _help)
+gin_bindings.define_flags()
 flags.DEFINE_string("user", None, "User id of the prepared dataset (required).")
 flags.DEFINE_string("item", None, "Item id to rate and explain (default: the top item).")
 flags.DEFINE_integer("top_k", 10, "How many items to recommend.")
@@ -72,6 +66,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if flags.FLAGS.user is None:
         raise app.UsageError("--user=ID is required.")
+    gin_bindings.quiet_console()
     gin_bindings.parse_config(gin_files=flags.FLAGS.gin_file,
                               gin_bindings=flags.FLAGS.gin_bindings,
                               search_paths=flags.FLAGS.gin_search_paths)

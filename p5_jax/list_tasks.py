@@ -53,6 +53,8 @@ def show(name: str, *, split: str, num: int, seed: int = 0) -> list[tuple[str, s
 
 
 def main(argv=None) -> int:
+    from p5_jax.tf_setup import quiet_tensorflow
+    quiet_tensorflow()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--show", metavar="NAME", help="print rendered examples of a task/mixture")
     parser.add_argument("--split", default="train", choices=("train", "validation", "test"))

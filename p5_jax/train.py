@@ -23,9 +23,7 @@ import p5_tasks  # noqa: F401  (registers the seqio tasks)
 from p5_jax import (checkpoints, feature_converter, gin_bindings, input_pipeline, network,
                     partitioning, summaries, trainer, vocabulary)
 
-flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings; --gin.NAME=VALUE also works.")
-flags.DEFINE_multi_string("gin_search_paths", [], "Extra folders to look for gin files in.")
+gin_bindings.define_flags()
 
 
 def padded_vocab_size(size: int, *, multiple: int = 128) -> int:
@@ -113,6 +111,7 @@ def _write_operative_config(model_dir: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    gin_bindings.quiet_console()
     partitioning.initialize_distributed(os.environ)
     gin_bindings.parse_config(gin_files=flags.FLAGS.gin_file,
                               gin_bindings=flags.FLAGS.gin_bindings,
