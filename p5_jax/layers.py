@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 NEG_INF = -1e10  # additive mask value; finite so fully masked rows stay NaN-free
+MASK_BITS = 16  # dropout keeps an element when 16 random bits fall below (1 - rate) * 2**16
 # Cache leaves written once when the cache is created and only read by decode steps.
 STATIC_CACHE_NAMES = ("cross_key", "cross_value")
 
@@ -26,9 +27,79 @@ def constrain(x, axes):
     return nn.with_logical_constraint(x, axes)
 
 
+def dense(x, kernel):
+    """x [..., D] @ kernel [D, F] as one 2-D matmul.
+
+    Flattening the leading axes lets XLA's CPU backend compute the weight gradient without
+    materialising transposed copies of the activations (about 1.7x faster for the T5 MLP).
+    """
+    y = x.reshape(-1, x.shape[-1]) @ kernel
+    return y.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
 def scaled_normal(scale: float):
     """Normal init with variance `scale / fan_in` (fan_in = first kernel axis)."""
     return nn.initializers.variance_scaling(scale, "fan_in", "normal")
+
+
+def random_bits16(rng, shape):
+    """uint16 random bits of `shape`, two per 32-bit word drawn.
+
+    An rbg key (the trainer's default) draws from XLA's RngBitGenerator with ThreeFry: on CPU
+    that is several times cheaper than the backend default (Philox) and than jax's own
+    threefry; other keys use `jax.random.bits`.
+    """
+    size = math.prod(shape)
+    words = (size + 1) // 2
+    typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+    if typed and jax.random.key_impl(rng) in ("rbg", "unsafe_rbg"):
+        _, bits = jax.lax.rng_bit_generator(jax.random.key_data(rng), (words,), jnp.uint32,
+                                            algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
+    else:
+        bits = jax.random.bits(rng, (words,), jnp.uint32)
+    halves = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(-1)
+    return halves[:size].reshape(shape)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout: zeroes elements with probability `rate`, scales the rest by 1/(1-rate).
+
+    The keep probability is quantised to multiples of 2**-16 (flax's float compare: 2**-23).
+    """
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, *, deterministic: bool):
+        if self.rate == 0.0 or deterministic:
+            return x
+        if self.rate == 1.0:
+            return jnp.zeros_like(x)
+        keep_prob = 1.0 - self.rate
+        threshold = round(keep_prob * 2 ** MASK_BITS)
+        keep = random_bits16(self.make_rng("dropout"), x.shape).astype(jnp.uint32) < threshold
+        return jnp.where(keep, x * jnp.asarray(1.0 / keep_prob, x.dtype), jnp.zeros_like(x))
+
+
+@jax.custom_vjp
+def add_shared_bias(scores_BxHxQxK, bias_1xHxQxK):
+    """scores + bias broadcast over the batch.
+
+    The bias gradient is summed over the batch by a dot with ones: XLA's CPU reduce over the
+    leading axis of a [B, H, Q, K] tensor is tens of times slower than the equivalent dot.
+    """
+    return scores_BxHxQxK + bias_1xHxQxK
+
+
+def _add_shared_bias_fwd(scores, bias):
+    return scores + bias, None
+
+
+def _add_shared_bias_bwd(_, grad_BxHxQxK):
+    ones_B = jnp.ones(grad_BxHxQxK.shape[:1], grad_BxHxQxK.dtype)
+    return grad_BxHxQxK, jnp.einsum("b,bhqk->hqk", ones_B, grad_BxHxQxK)[None]
+
+
+add_shared_bias.defvjp(_add_shared_bias_fwd, _add_shared_bias_bwd)
 
 
 class RMSNorm(nn.Module):
@@ -112,7 +183,7 @@ class MultiHeadAttention(nn.Module):
         scale = 1.0 / self.d_kv if name == "query" else 1.0
         kernel = boxed_param(self, name, scaled_normal(scale),
                              (d_in, self.num_heads * self.d_kv), ("embed", "joined_kv"))
-        y = jnp.einsum("bld,dk->blk", x, kernel.astype(self.dtype))
+        y = dense(x, kernel.astype(self.dtype))
         y = y.reshape(*y.shape[:2], self.num_heads, self.d_kv)
         return constrain(y, ("batch", "length", "heads", "kv"))
 
@@ -176,16 +247,18 @@ class MultiHeadAttention(nn.Module):
             mask = cache_mask
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
         if bias is not None:
-            scores = scores + bias.astype(jnp.float32)
+            bias = bias.astype(jnp.float32)
+            shared = bias.shape[0] == 1 and scores.shape[0] > 1
+            scores = add_shared_bias(scores, bias) if shared else scores + bias
         if mask is not None:
             scores = jnp.where(mask, scores, NEG_INF)
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        weights = nn.Dropout(self.dropout_rate)(weights, deterministic=not enable_dropout)
+        weights = Dropout(self.dropout_rate)(weights, deterministic=not enable_dropout)
         context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
         context = context.reshape(*context.shape[:2], self.num_heads * self.d_kv)
         out_kernel = boxed_param(self, "out", scaled_normal(1.0),
                                  (self.num_heads * self.d_kv, d_model), ("joined_kv", "embed"))
-        out = jnp.einsum("blk,kd->bld", context, out_kernel.astype(self.dtype))
+        out = dense(context, out_kernel.astype(self.dtype))
         return constrain(out, ("batch", "length", "embed"))
 
 
@@ -198,7 +271,7 @@ class FeedForward(nn.Module):
 
     def _dense(self, name, x, shape, axes):
         kernel = boxed_param(self, name, scaled_normal(1.0), shape, axes)
-        return jnp.einsum("bld,df->blf", x, kernel.astype(self.dtype))
+        return dense(x, kernel.astype(self.dtype))
 
     @nn.compact
     def __call__(self, x, *, enable_dropout=False):
@@ -213,6 +286,6 @@ class FeedForward(nn.Module):
             raise ValueError(f"Unknown feed_forward {self.feed_forward!r}; "
                              "use 'relu' or 'gated-gelu'.")
         hidden = constrain(hidden, ("batch", "length", "mlp"))
-        hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=not enable_dropout)
+        hidden = Dropout(self.dropout_rate)(hidden, deterministic=not enable_dropout)
         out = self._dense("wo", hidden, (self.d_ff, d_model), ("mlp", "embed"))
         return constrain(out, ("batch", "length", "embed"))

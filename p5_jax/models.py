@@ -26,13 +26,14 @@ def cross_entropy_with_logits(*, logits_BxTxV, targets_BxT, label_smoothing=0.0,
     logits = logits_BxTxV.astype(jnp.float32)
     vocab = logits.shape[-1]
     log_z = jax.nn.logsumexp(logits, axis=-1)
-    log_probs = logits - log_z[..., None]
-    target_log_probs = jnp.take_along_axis(log_probs, targets_BxT[..., None], axis=-1)[..., 0]
+    # A one-hot select instead of take_along_axis: its gradient is elementwise, not a scatter.
+    is_target = jnp.arange(vocab, dtype=targets_BxT.dtype) == targets_BxT[..., None]
+    target_log_probs = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1) - log_z
     if label_smoothing:
         confidence = 1.0 - label_smoothing
         low = label_smoothing / (vocab - 1)
         entropy = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
-        others = jnp.sum(log_probs, axis=-1) - target_log_probs
+        others = jnp.sum(logits - log_z[..., None], axis=-1) - target_log_probs
         loss = -(confidence * target_log_probs + low * others) - entropy
     else:
         loss = -target_log_probs

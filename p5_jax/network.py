@@ -14,8 +14,8 @@ import dataclasses
 import jax.numpy as jnp
 from flax import linen as nn
 
-from p5_jax.layers import (FeedForward, MultiHeadAttention, RelativePositionBias, RMSNorm,
-                           boxed_param, constrain)
+from p5_jax.layers import (Dropout, FeedForward, MultiHeadAttention, RelativePositionBias,
+                           RMSNorm, boxed_param, constrain)
 
 FEED_FORWARDS = ("relu", "gated-gelu")
 
@@ -89,7 +89,7 @@ def t5_v1_1_base_config(**overrides) -> T5Config:
 
 
 def _dropout(config, x, enable_dropout):
-    return nn.Dropout(config.dropout_rate)(x, deterministic=not enable_dropout)
+    return Dropout(config.dropout_rate)(x, deterministic=not enable_dropout)
 
 
 class EncoderLayer(nn.Module):
