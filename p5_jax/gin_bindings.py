@@ -59,15 +59,32 @@ def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
     return rewritten
 
 
+def resolve_gin_file(name: str, *, search_paths: Sequence[str] = ()) -> str:
+    """Absolute path of a gin file given as is, or relative to a search path, `gin/` or the repo.
+
+    Resolving here, rather than leaving it to gin, also sidesteps gin's fallback that reads
+    `runs/x.gin` as a Python package `runs` and fails when the working directory has a `runs/`
+    folder of outputs.
+    """
+    candidates = [pathlib.Path(name)] + [pathlib.Path(root) / name
+                                         for root in (*search_paths, GIN_DIR, REPO_ROOT)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate.resolve())
+    looked = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"gin file {name!r} not found (looked at: {looked})")
+
+
 def parse_config(*, gin_files: Sequence[str], gin_bindings: Sequence[str],
                  search_paths: Sequence[str] = ()) -> None:
     """Parses files then bindings; unknown configurables or parameters raise here, before compute.
 
-    Files are looked up as given, then under each search path, `gin/` and the repository root.
+    Files are looked up as given, then under each search path, `gin/` and the repository root;
+    includes inside gin files name paths from the repository root (`gin/runs/train.gin`).
     """
     if not gin_files:
         raise ValueError("Give at least one --gin_file (e.g. gin/runs/train.gin).")
     for path in (*search_paths, str(GIN_DIR), str(REPO_ROOT)):
         gin.add_config_file_search_path(path)
-    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
-                                        finalize_config=True)
+    files = [resolve_gin_file(name, search_paths=search_paths) for name in gin_files]
+    gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=True)

@@ -11,7 +11,12 @@ import pathlib
 import shutil
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from p5_jax.tf_setup import quiet_tensorflow
+
+quiet_tensorflow()
+
+import tensorflow_datasets as tfds  # noqa: E402
 from absl import logging
 from tensorflow_datasets.core.utils import tqdm_utils
 

@@ -1,0 +1,40 @@
+"""Every shipped gin file parses, from any working directory, even one with runs/ and models/."""
+import pathlib
+
+import gin
+import pytest
+
+from p5_jax import gin_bindings, paths
+from p5_jax import eval as eval_entry  # noqa: F401  (registers `evaluate`)
+from p5_jax import infer as infer_entry  # noqa: F401  (registers `infer`)
+from p5_jax import train as train_entry  # noqa: F401  (registers `train`)
+
+GIN_DIR = paths.REPO_ROOT / "gin"
+RUN_FILES = sorted(p.relative_to(paths.REPO_ROOT) for p in (GIN_DIR / "experiments").glob("*.gin"))
+
+
+@pytest.fixture
+def cluttered_cwd(tmp_path, monkeypatch):
+    for folder in ("runs/demo", "models", "experiments"):
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    gin.clear_config()
+    yield tmp_path
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("gin_file", [str(p) for p in RUN_FILES])
+def test_experiment_files_parse_outside_the_repo(cluttered_cwd, gin_file):
+    gin_bindings.parse_config(gin_files=[gin_file],
+                              gin_bindings=["MODEL_DIR = '/tmp/x'", "CHECKPOINT_PATH = '/tmp/x'"],
+                              search_paths=())
+    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME").startswith("p5_")
+
+
+def test_run_file_relative_to_gin_dir_resolves(cluttered_cwd):
+    assert gin_bindings.resolve_gin_file("runs/train.gin") == str(GIN_DIR / "runs" / "train.gin")
+
+
+def test_missing_gin_file_names_where_it_looked(cluttered_cwd):
+    with pytest.raises(FileNotFoundError, match="nope.gin"):
+        gin_bindings.resolve_gin_file("nope.gin")
