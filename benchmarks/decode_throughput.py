@@ -8,9 +8,18 @@ beams, both throughputs in sequences/s (returned beams per second) and, last,
 `ratio_vs_hf_generate=X.XX`. Also times our search constrained to random item ids (a prefix
 trie), P5's sequential-recommendation setting, which generate() has no jit-able counterpart for.
 
+`--torch_device cuda` runs generate() on the GPU (for a GPU host where JAX uses it too); the
+devices each side used are printed first.
+
     python benchmarks/decode_throughput.py [--size small|tiny] [--batch 8] [--repeats 2]
 """
 from __future__ import annotations
+
+import importlib.util
+
+if importlib.util.find_spec("tensorflow") is not None:  # transformers may import it
+    from p5_jax.tf_setup import quiet_tensorflow
+    quiet_tensorflow()
 
 import argparse
 import tempfile
@@ -39,6 +48,8 @@ def parse_args():
     parser.add_argument("--eos_boost", type=float, default=6.0,
                         help="scales the eos embedding so that some beams finish early")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--torch_device", default="cpu",
+                        help="device for generate(): cpu (default) or cuda")
     parser.add_argument("--trie_items", type=int, default=2000,
                         help="random item ids for the constrained run (0 skips it)")
     return parser.parse_args()
@@ -107,10 +118,15 @@ def hf_decoder(args, config, params, tokens):
     import transformers
 
     torch.set_num_threads(args.threads)
+    device = torch.device(args.torch_device)
     with tempfile.TemporaryDirectory() as folder:
         hf_weights.save_hf_t5(folder=folder, config=config, params=params)
-        hf_model = transformers.T5ForConditionalGeneration.from_pretrained(folder).eval()
-    input_ids = torch.from_numpy(tokens.astype(np.int64))
+        hf_model = transformers.T5ForConditionalGeneration.from_pretrained(folder)
+    hf_model = hf_model.to(device).eval()
+    input_ids = torch.from_numpy(tokens.astype(np.int64)).to(device)
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{args.threads} threads")
+    print(f"hf_torch_device={args.torch_device} ({name})", flush=True)
     settings = dict(attention_mask=(input_ids != 0).long(), num_beams=args.beams,
                     num_return_sequences=args.beams, max_new_tokens=args.max_decode_len,
                     length_penalty=0.0, early_stopping=False, do_sample=False,
@@ -120,11 +136,12 @@ def hf_decoder(args, config, params, tokens):
     def call():
         with torch.no_grad():
             output = hf_model.generate(input_ids, **settings)
-        sequences = output.sequences[:, 1:].numpy()  # drop the decoder start token
+        sequences = output.sequences[:, 1:].cpu().numpy()  # drop the decoder start token
         padded = np.zeros((sequences.shape[0], args.max_decode_len), np.int32)
         padded[:, :sequences.shape[1]] = sequences
         shape = (args.batch, args.beams)
-        return padded.reshape(shape + (-1,)), output.sequences_scores.numpy().reshape(shape)
+        scores = output.sequences_scores.cpu().numpy().reshape(shape)
+        return padded.reshape(shape + (-1,)), scores
 
     return call
 
@@ -151,7 +168,9 @@ def main():
     tokens = random_inputs(args, config.vocab_size)
     print(f"model={args.size} params={sum(x.size for x in jax.tree.leaves(params)):,} "
           f"batch={args.batch} input_length={args.input_length} beams={args.beams} "
-          f"max_decode_len={args.max_decode_len} jax_devices={jax.devices()[0].platform}")
+          f"max_decode_len={args.max_decode_len}")
+    device = jax.devices()[0]
+    print(f"p5_jax_device={device.platform} ({device.device_kind})", flush=True)
     calls = {"ours": our_decoder(args, model, params, tokens),
              "hf": hf_decoder(args, config, params, tokens)}
     if args.trie_items:

@@ -1,12 +1,19 @@
 """Training throughput: our jitted JAX step vs transformers' PyTorch T5 step, same machine.
 
 t5-small dimensions (vocab 32128), batch 16, 128 input and 16 target tokens, fp32, dropout 0.1,
-AdamW with gradient clipping at 1.0, every core for both. Prints tokens/s (input plus target
-positions per second) for each and, last, `ratio_vs_hf_torch=X.XX`.
+AdamW with gradient clipping at 1.0, every core for both. Prints the devices each side used,
+tokens/s (input plus target positions per second) for each and, last, `ratio_vs_hf_torch=X.XX`.
+`--torch_device cuda` runs the PyTorch side on the GPU (for a GPU host where JAX uses it too).
 
-  python benchmarks/train_throughput.py [--warmup 2] [--steps 5]
+  python benchmarks/train_throughput.py [--warmup 2] [--steps 5] [--torch_device cpu|cuda]
 """
 from __future__ import annotations
+
+import importlib.util
+
+if importlib.util.find_spec("tensorflow") is not None:  # imported by clu and transformers
+    from p5_jax.tf_setup import quiet_tensorflow
+    quiet_tensorflow()
 
 import argparse
 import os
@@ -55,10 +62,12 @@ def jax_step_fn(batch):
         holder["state"], metrics = train.train_step(holder["state"], device_batch)
         jax.block_until_ready(metrics["loss"])
 
+    device = jax.devices()[0]
+    print(f"p5_jax_device={device.platform} ({device.device_kind})", flush=True)
     return step
 
 
-def torch_step_fn(batch, *, threads: int):
+def torch_step_fn(batch, *, threads: int, device: str = "cpu"):
     import torch
     import transformers
     torch.set_num_threads(threads)
@@ -67,11 +76,12 @@ def torch_step_fn(batch, *, threads: int):
         vocab_size=VOCAB, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6,
         num_heads=8, feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.1,
         decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    model = transformers.T5ForConditionalGeneration(config).train()
+    model = transformers.T5ForConditionalGeneration(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-6, weight_decay=0.01)
-    input_ids = torch.from_numpy(batch["encoder_input_tokens"].astype(np.int64))
-    labels = torch.from_numpy(batch["decoder_target_tokens"].astype(np.int64))
+    input_ids = torch.from_numpy(batch["encoder_input_tokens"].astype(np.int64)).to(device)
+    labels = torch.from_numpy(batch["decoder_target_tokens"].astype(np.int64)).to(device)
     attention_mask = (input_ids != 0).long()
+    on_gpu = torch.device(device).type == "cuda"
 
     def step():
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
@@ -79,7 +89,11 @@ def torch_step_fn(batch, *, threads: int):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if on_gpu:
+            torch.cuda.synchronize()
 
+    name = torch.cuda.get_device_name(device) if on_gpu else f"{threads} threads"
+    print(f"hf_torch_device={device} ({name})", flush=True)
     return step
 
 
@@ -87,15 +101,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--torch_device", default="cpu",
+                        help="device for the PyTorch side: cpu (default) or cuda")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     batch = make_batch()
     tokens_per_step = BATCH * (INPUT_LENGTH + TARGET_LENGTH)
     ours = tokens_per_step / time_steps(jax_step_fn(batch), warmup=args.warmup, steps=args.steps)
     print(f"p5_jax_tokens_per_s={ours:.1f}", flush=True)
-    theirs = tokens_per_step / time_steps(torch_step_fn(batch, threads=threads),
-                                          warmup=args.warmup, steps=args.steps)
-    print(f"hf_torch_tokens_per_s={theirs:.1f} (threads={threads})", flush=True)
+    theirs = tokens_per_step / time_steps(
+        torch_step_fn(batch, threads=threads, device=args.torch_device),
+        warmup=args.warmup, steps=args.steps)
+    print(f"hf_torch_tokens_per_s={theirs:.1f}", flush=True)
     print(f"ratio_vs_hf_torch={ours / theirs:.2f}")
 
 
