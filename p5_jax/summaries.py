@@ -6,7 +6,6 @@ import time
 
 import jax
 import tqdm
-from clu import metric_writers
 
 
 class TrainingLog:
@@ -20,6 +19,7 @@ class TrainingLog:
                  process_index: int | None = None, show_progress: bool = True):
         self.process_index = jax.process_index() if process_index is None else process_index
         self.is_writer = self.process_index == 0
+        from clu import metric_writers  # imported here: it pulls in TensorFlow
         self._writer = (metric_writers.create_default_writer(os.fspath(logdir), asynchronous=False)
                         if self.is_writer else None)
         self._bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit="step",
