@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import gin
 import jax
 import seqio
-from absl import app, flags, logging
+from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 
@@ -78,19 +78,12 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    gin_bindings.quiet_console()
-    partitioning.initialize_distributed(os.environ)
-    gin_bindings.parse_config(gin_files=flags.FLAGS.gin_file,
-                              gin_bindings=flags.FLAGS.gin_bindings,
-                              search_paths=flags.FLAGS.gin_search_paths)
+    gin_bindings.start_job(argv)
     evaluate()
 
 
 def run():
-    app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(
-        gin_bindings.rewrite_gin_args(argv)))
+    gin_bindings.run_entry_point(main)
 
 
 if __name__ == "__main__":

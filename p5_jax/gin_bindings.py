@@ -5,13 +5,14 @@ Configurable names used in gin files: `T5Config`, `EncoderDecoderModel`, `make_s
 """
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Sequence
 
 import gin
-from absl import flags, logging
+from absl import app, flags, logging
 
-from p5_jax import models, network, trainer
+from p5_jax import models, network, partitioning, trainer
 from p5_jax.tf_setup import quiet_tensorflow
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -88,3 +89,20 @@ def parse_config(*, gin_files: Sequence[str], gin_bindings: Sequence[str],
         gin.add_config_file_search_path(path)
     files = [resolve_gin_file(name, search_paths=search_paths) for name in gin_files]
     gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=True)
+
+
+def start_job(argv: Sequence[str], *, distributed: bool = True) -> None:
+    """The common start of train/eval/infer: no stray arguments, a quiet console, the
+    multi-host set-up (when `distributed`), then the gin files and bindings from the flags."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_console()
+    if distributed:
+        partitioning.initialize_distributed(os.environ)
+    parse_config(gin_files=flags.FLAGS.gin_file, gin_bindings=flags.FLAGS.gin_bindings,
+                 search_paths=flags.FLAGS.gin_search_paths)
+
+
+def run_entry_point(main) -> None:
+    """absl's app.run, with t5x-style `--gin.NAME=VALUE` flags accepted."""
+    app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(rewrite_gin_args(argv)))

@@ -62,14 +62,9 @@ def infer(*, user_id: str, item_id: str | None = None, top_k: int = 10, checkpoi
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if flags.FLAGS.user is None:
         raise app.UsageError("--user=ID is required.")
-    gin_bindings.quiet_console()
-    gin_bindings.parse_config(gin_files=flags.FLAGS.gin_file,
-                              gin_bindings=flags.FLAGS.gin_bindings,
-                              search_paths=flags.FLAGS.gin_search_paths)
+    gin_bindings.start_job(argv, distributed=False)
     try:
         answer = infer(user_id=flags.FLAGS.user, item_id=flags.FLAGS.item,
                        top_k=flags.FLAGS.top_k, **infer_settings())
@@ -80,8 +75,7 @@ def main(argv):
 
 
 def run():
-    app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(
-        gin_bindings.rewrite_gin_args(argv)))
+    gin_bindings.run_entry_point(main)
 
 
 if __name__ == "__main__":

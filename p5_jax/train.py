@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import gin
 import jax
 import seqio
-from absl import app, flags, logging
+from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 
@@ -109,20 +109,13 @@ def _write_operative_config(model_dir: str) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    gin_bindings.quiet_console()
-    partitioning.initialize_distributed(os.environ)
-    gin_bindings.parse_config(gin_files=flags.FLAGS.gin_file,
-                              gin_bindings=flags.FLAGS.gin_bindings,
-                              search_paths=flags.FLAGS.gin_search_paths)
+    gin_bindings.start_job(argv)
     logging.info("Devices: %d over %d processes.", jax.device_count(), jax.process_count())
     train()
 
 
 def run():
-    app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(
-        gin_bindings.rewrite_gin_args(argv)))
+    gin_bindings.run_entry_point(main)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
 """Every shipped gin file parses, from any working directory, even one with runs/ and models/."""
-import pathlib
 
 import gin
 import pytest

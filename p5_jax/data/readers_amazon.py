@@ -1,7 +1,6 @@
 """Amazon 2014 reviews (McAuley format: one JSON object a line, gzipped or not) and metadata."""
 import ast
 import json
-import pathlib
 
 from p5_jax.data import records
 from p5_jax.data.errors import BadLinePolicy, DataError
