@@ -137,15 +137,16 @@ class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
     def __init__(self, resolve_path: Callable[[], str | os.PathLike]):
         super().__init__(sentencepiece_model_file=None)
         self._resolve_path = resolve_path
-        self._default_file: str | None = None
+        self._default_files: dict[str, str] = {}  # prepared root -> its trained model file
 
     def _current_file(self) -> str:
         override = _override_path or os.environ.get("P5_SPM_MODEL")
         if override:
             return str(override)
-        if self._default_file is None:
-            self._default_file = str(self._resolve_path())
-        return self._default_file
+        root = str(paths.prepared_root())
+        if root not in self._default_files:
+            self._default_files[root] = str(self._resolve_path())
+        return self._default_files[root]
 
     def _ensure_file(self) -> None:
         path = self._current_file()

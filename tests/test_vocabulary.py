@@ -86,3 +86,14 @@ def test_whole_word_ids_are_capped():
     starts = np.array([False, False, True])
     ids = vocabulary.whole_word_ids(token_ids=[2] * 600, word_starts=starts)
     assert ids.max() == vocabulary.MAX_WHOLE_WORD_ID and ids[510] == 511 and ids[0] == 1
+
+
+def test_lazy_vocabulary_follows_the_prepared_root(tmp_path, monkeypatch):
+    from p5_jax import paths as project_paths
+    monkeypatch.delenv("P5_SPM_MODEL", raising=False)
+    vocab = vocabulary.LazySentencePieceVocabulary(
+        lambda: project_paths.prepared_root() / "vocab" / "model.model")
+    monkeypatch.setenv("P5_DATA_DIR", str(tmp_path / "a"))
+    assert vocab.sentencepiece_model_file == str(tmp_path / "a" / "vocab" / "model.model")
+    monkeypatch.setenv("P5_DATA_DIR", str(tmp_path / "b"))
+    assert vocab.sentencepiece_model_file == str(tmp_path / "b" / "vocab" / "model.model")
