@@ -32,7 +32,8 @@ def loss_history(logdir: pathlib.Path, *, tag: str = "train/loss") -> list[tuple
     tf = quiet_tensorflow()
     history = {}
     for events in sorted(logdir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(events)):
+        for record in tf.data.TFRecordDataset(str(events)).as_numpy_iterator():
+            event = tf.compat.v1.Event.FromString(record)
             for value in event.summary.value:
                 if value.tag == tag:
                     history[event.step] = float(tf.make_ndarray(value.tensor))
