@@ -18,17 +18,15 @@ from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 
-from p5_jax import (eval_baselines, eval_results, evaluation, gin_bindings, inference, network,
-                    partitioning, paths, vocabulary)
+from p5_jax import (eval_baselines, eval_results, evaluation, gin_bindings, inference, partitioning, paths, vocabulary)
 
 gin_bindings.define_flags()
 
 
 def build_model(task_name: str):
     """The gin-configured model, sized to the task's vocabulary as training sizes it."""
-    vocab = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
-    config = gin_bindings.T5Config(vocab_size=inference.padded_vocab_size(vocab.vocab_size))
-    return gin_bindings.EncoderDecoderModel(module=network.Transformer(config))
+    task = seqio.get_mixture_or_task(task_name)
+    return gin_bindings.build_model(task.output_features["targets"].vocabulary)
 
 
 def _baselines_fn(dataset, outputs):

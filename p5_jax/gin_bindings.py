@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import gin
 from absl import app, flags, logging
 
-from p5_jax import models, network, partitioning, trainer
+from p5_jax import inference, models, network, partitioning, trainer
 from p5_jax.tf_setup import quiet_tensorflow
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -26,6 +26,12 @@ make_schedule = gin.external_configurable(trainer.make_schedule, name="make_sche
                                           module="trainer", denylist=["total_steps"])
 make_adamw = gin.external_configurable(trainer.make_adamw, name="make_adamw", module="trainer",
                                        denylist=["learning_rate"])
+
+
+def build_model(vocabulary) -> models.EncoderDecoderModel:
+    """The gin-configured model with an embedding row for every piece of `vocabulary` (padded)."""
+    config = T5Config(vocab_size=inference.padded_vocab_size(vocabulary.vocab_size))
+    return EncoderDecoderModel(module=network.Transformer(config))
 
 
 def define_flags() -> None:

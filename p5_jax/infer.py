@@ -9,7 +9,6 @@ An unknown user or item is an error (exit status 2) naming the dataset and a few
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Mapping
 
@@ -18,7 +17,7 @@ from absl import app, flags, logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 
-from p5_jax import (gin_bindings, inference, network, partitioning, paths, recommend,
+from p5_jax import (gin_bindings, inference, partitioning, paths, recommend,
                     vocabulary)
 gin_bindings.define_flags()
 flags.DEFINE_string("user", None, "User id of the prepared dataset (required).")
@@ -46,8 +45,7 @@ def infer(*, user_id: str, item_id: str | None = None, top_k: int = 10, checkpoi
     recommend.validate(root=paths.prepared_root(), dataset=dataset, user_id=user_id,
                        item_id=item_id)
     vocab = p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
-    config = gin_bindings.T5Config(vocab_size=inference.padded_vocab_size(vocab.vocab_size))
-    model = gin_bindings.EncoderDecoderModel(module=network.Transformer(config))
+    model = gin_bindings.build_model(vocab)
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
     directory = inference.checkpoint_dir(checkpoint_path)
     params, step = inference.restore_params(
@@ -79,5 +77,4 @@ def run():
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     run()

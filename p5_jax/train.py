@@ -20,21 +20,14 @@ from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 
-from p5_jax import (checkpoints, feature_converter, gin_bindings, input_pipeline, network,
-                    partitioning, summaries, trainer, vocabulary)
+from p5_jax import (checkpoints, feature_converter, gin_bindings, input_pipeline, partitioning, summaries, trainer, vocabulary)
 
 gin_bindings.define_flags()
 
 
-def padded_vocab_size(size: int, *, multiple: int = 128) -> int:
-    return -(-size // multiple) * multiple
-
-
 def _model_for(task_name: str):
     task = seqio.get_mixture_or_task(task_name)
-    vocab_size = padded_vocab_size(task.output_features["targets"].vocabulary.vocab_size)
-    config = gin_bindings.T5Config(vocab_size=vocab_size)
-    return gin_bindings.EncoderDecoderModel(module=network.Transformer(config))
+    return gin_bindings.build_model(task.output_features["targets"].vocabulary)
 
 
 def _dataset_fn(*, name, lengths, split, shuffle, seed, num_epochs):

@@ -10,6 +10,8 @@ import json
 import pathlib
 import random
 
+import pytest
+
 DATASET = "musical_instruments"
 NUM_NEGATIVES = 5
 _OPINIONS = ("The sound is great and warm.", "The strings feel cheap.",
@@ -77,6 +79,16 @@ def save_checkpoint(*, model, directory: pathlib.Path, seed: int = 0, step: int 
         ckpt.save(step=step, state=state, data_position={"batches_consumed": 0}, force=True)
         ckpt.wait()
     return state
+
+
+def module_environment(name: str):
+    """A module-scoped fixture: the tiny prepared dataset and vocabulary under a fresh folder."""
+    @pytest.fixture(scope="module")
+    def env(tmp_path_factory):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            yield environment(tmp_path_factory.mktemp(name), monkeypatch)
+        forget_vocabulary_file()
+    return env
 
 
 def forget_vocabulary_file() -> None:

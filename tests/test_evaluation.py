@@ -15,12 +15,7 @@ from p5_tasks import prompts
 MI = "p5_musical_instruments"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        root = eval_data.environment(tmp_path_factory.mktemp("eval"), monkeypatch)
-        yield root
-    eval_data.forget_vocabulary_file()
+env = eval_data.module_environment("eval")
 
 
 @pytest.fixture(scope="module")

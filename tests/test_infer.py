@@ -13,12 +13,7 @@ from p5_tasks import catalog, prompts
 DATASET = eval_data.DATASET
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        root = eval_data.environment(tmp_path_factory.mktemp("infer"), monkeypatch)
-        yield root
-    eval_data.forget_vocabulary_file()
+env = eval_data.module_environment("infer")
 
 
 def test_render_matches_the_task_inputs(env):

@@ -8,7 +8,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from p5_jax import checkpoints, gin_bindings, input_pipeline, partitioning, summaries
+from p5_jax import checkpoints, gin_bindings, inference, input_pipeline, partitioning, summaries
 from p5_jax import train as train_entry
 
 TOY_TASK = "p5_test_toy_copy_task"
@@ -62,7 +62,7 @@ def test_rewrite_gin_args_t5x_style():
 
 
 def test_padded_vocab_size():
-    assert [train_entry.padded_vocab_size(n) for n in (1, 128, 129, 5000, 32100)] == [
+    assert [inference.padded_vocab_size(n) for n in (1, 128, 129, 5000, 32100)] == [
         128, 128, 256, 5120, 32128]
 
 
