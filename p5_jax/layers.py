@@ -161,16 +161,31 @@ class RelativePositionBias(nn.Module):
         return jnp.transpose(bias_BxQxKxH, (0, 3, 1, 2)).astype(self.dtype)
 
 
+def _heads_first(x_BxTxHxD):
+    return jnp.transpose(x_BxTxHxD, (0, 2, 1, 3))
+
+
+def _group_rows(query_NxQxHxD, groups: int):
+    """[B*G, 1, H, D] -> [B, G, H, D]: one-token queries of G rows that share one key row."""
+    rows, length = query_NxQxHxD.shape[:2]
+    if rows % groups or length != 1:
+        raise ValueError(f"{rows} query rows of length {length} cannot share {groups} key rows; "
+                         "only one-token decode queries may be grouped.")
+    return query_NxQxHxD.reshape(groups, rows // groups, *query_NxQxHxD.shape[2:])
+
+
 class MultiHeadAttention(nn.Module):
     """T5 attention (no 1/sqrt(d) scaling, no biases) with an optional decode cache.
 
     Self-attention (`static_kv=False`) with `decode=True`: the first call (no cache yet) only
     creates zeroed cache variables sized like the keys it is given; later calls take one query
-    token each and write its key/value at the per-example position `cache_index` [B].
+    token each and write its key/value at position `cache_index`, a scalar shared by all rows.
     Cross-attention (`static_kv=True`) with `decode=True`: the first call projects `inputs_kv`
     (the encoder output) into the cache; later calls read those keys/values back and ignore
     `inputs_kv`, so a decode step never re-projects the encoder output.
-    Every cache leaf has a leading batch axis.
+    Every cache leaf but the position has a leading batch axis. Queries may come in G rows per key row (the G
+    beams of one example during beam search, one token each): they are attended as G query
+    positions of that example, so the keys/values are neither copied nor read once per beam.
     """
     num_heads: int
     d_kv: int
@@ -188,53 +203,59 @@ class MultiHeadAttention(nn.Module):
         return constrain(y, ("batch", "length", "heads", "kv"))
 
     def _update_cache(self, key_BxTxHxD, value_BxTxHxD):
-        """Writes the new token's key/value into the cache; returns full keys, values, index."""
+        """Writes the new token's key/value into the cache; returns all keys and values
+        [B, H, T, D] and the written position (a scalar: every row decodes in step)."""
         is_initialized = self.has_variable("cache", "cached_key")
         batch, length, heads, depth = key_BxTxHxD.shape
-        shape = (batch, self.max_decode_length or length, heads, depth)
+        shape = (batch, heads, self.max_decode_length or length, depth)
         cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key_BxTxHxD.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, shape,
                                      value_BxTxHxD.dtype)
-        cache_index = self.variable("cache", "cache_index", jnp.zeros, (batch,), jnp.int32)
+        cache_index = self.variable("cache", "cache_index", jnp.zeros, (), jnp.int32)
         if not is_initialized:
             return None
         if key_BxTxHxD.shape[1] != 1:
             raise ValueError("Cached decoding takes one token per call, "
                              f"got {key_BxTxHxD.shape[1]}.")
-        index_B = cache_index.value
-        max_length = cached_key.value.shape[1]
-        write_BxT = (jnp.arange(max_length)[None, :] == index_B[:, None])[:, :, None, None]
-        cached_key.value = jnp.where(write_BxT, key_BxTxHxD, cached_key.value)
-        cached_value.value = jnp.where(write_BxT, value_BxTxHxD, cached_value.value)
-        cache_index.value = index_B + 1
-        return cached_key.value, cached_value.value, index_B
+        index = cache_index.value
+        at = (0, 0, index, 0)  # an in-place write of one slot, not a rewrite of the cache
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value,
+                                                        _heads_first(key_BxTxHxD), at)
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value,
+                                                          _heads_first(value_BxTxHxD), at)
+        cache_index.value = index + 1
+        return cached_key.value, cached_value.value, index
 
     def _static_keys_values(self, inputs_kv):
-        """Cross-attention keys/values [B, K, H, D], projected only when the cache is created."""
+        """Cross-attention keys/values [B, H, K, D], projected only when the cache is created."""
         key_name, value_name = STATIC_CACHE_NAMES
+        axes = ("batch", "heads", "length", "kv")
         if self.has_variable("cache", key_name):
             key = self.get_variable("cache", key_name)
             value = self.get_variable("cache", value_name)
-            axes = ("batch", "length", "heads", "kv")
             return constrain(key, axes), constrain(value, axes)
-        key = self._project("key", inputs_kv, inputs_kv.shape[-1])
-        value = self._project("value", inputs_kv, inputs_kv.shape[-1])
+        key = _heads_first(self._project("key", inputs_kv, inputs_kv.shape[-1]))
+        value = _heads_first(self._project("value", inputs_kv, inputs_kv.shape[-1]))
         self.put_variable("cache", key_name, key)
         self.put_variable("cache", value_name, value)
-        return key, value
+        return constrain(key, axes), constrain(value, axes)
 
     def _keys_values(self, inputs_kv, decode):
-        """(keys, values, mask or None); the mask hides unwritten self-attention cache slots."""
+        """(keys, values, mask or None): [B, K, H, D], or [B, H, K, D] when decoding (the
+        cache's layout, which the attention matmuls read without a copy). The mask hides
+        unwritten self-attention cache slots."""
         if decode and self.static_kv:
             return *self._static_keys_values(inputs_kv), None
         key = self._project("key", inputs_kv, inputs_kv.shape[-1])
         value = self._project("value", inputs_kv, inputs_kv.shape[-1])
-        cached = self._update_cache(key, value) if decode else None
-        if cached is None:
+        if not decode:
             return key, value, None
-        key, value, index_B = cached
-        visible = jnp.arange(key.shape[1])[None, :] <= index_B[:, None]
-        return key, value, visible[:, None, None, :]
+        cached = self._update_cache(key, value)
+        if cached is None:  # the call that creates the cache
+            return _heads_first(key), _heads_first(value), None
+        key, value, index = cached
+        visible = jnp.arange(key.shape[2]) <= index
+        return key, value, visible[None, None, None, :]
 
     @nn.compact
     def __call__(self, inputs_q, inputs_kv, *, bias=None, mask=None, decode=False,
@@ -245,7 +266,11 @@ class MultiHeadAttention(nn.Module):
         key, value, cache_mask = self._keys_values(inputs_kv, decode)
         if cache_mask is not None:
             mask = cache_mask
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+        rows, key_rows = query.shape[0], key.shape[0]
+        if rows != key_rows:
+            query = _group_rows(query, key_rows)
+        key_layout = "bhkd" if decode else "bkhd"
+        scores = jnp.einsum(f"bqhd,{key_layout}->bhqk", query, key).astype(jnp.float32)
         if bias is not None:
             bias = bias.astype(jnp.float32)
             shared = bias.shape[0] == 1 and scores.shape[0] > 1
@@ -254,8 +279,8 @@ class MultiHeadAttention(nn.Module):
             scores = jnp.where(mask, scores, NEG_INF)
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         weights = Dropout(self.dropout_rate)(weights, deterministic=not enable_dropout)
-        context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-        context = context.reshape(*context.shape[:2], self.num_heads * self.d_kv)
+        context = jnp.einsum(f"bhqk,{key_layout}->bqhd", weights, value)
+        context = context.reshape(rows, -1, self.num_heads * self.d_kv)
         out_kernel = boxed_param(self, "out", scaled_normal(1.0),
                                  (self.num_heads * self.d_kv, d_model), ("joined_kv", "embed"))
         out = dense(context, out_kernel.astype(self.dtype))

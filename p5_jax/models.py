@@ -122,8 +122,8 @@ class EncoderDecoderModel:
                       max_decode_length: int = 32, prefix_trie=None):
         """Beam search: (tokens_BxKxT, scores_BxK), best first.
 
-        The encoder and the cross-attention key/value projections run once per example; the
-        decode steps only read the projections (expanded to the beams by a copy).
+        The encoder and the cross-attention key/value projections run once per example, and the
+        beams of an example read that one copy (no per-beam expansion).
         """
         encoder_tokens = batch["encoder_input_tokens"]
         encoded = self.module.apply({"params": params}, encoder_tokens,
@@ -131,18 +131,14 @@ class EncoderDecoderModel:
                                     method=Transformer.encode)
         cache = self.init_cache(params, encoded=encoded, encoder_input_tokens=encoder_tokens,
                                 max_decode_length=max_decode_length)
-        # The projected encoder output never changes: beams share one expanded copy outside the
-        # search state, so beam search neither carries nor gathers it at every step.
+        # The projected encoder output never changes: it stays outside the search state, so
+        # beam search neither carries nor reorders it at every step.
         cache, static = split_static_cache(cache)
-        static_N = {path: decoding.expand_to_beams(leaf, num_beams=num_decodes)
-                    for path, leaf in static.items()}
-        encoded_N = decoding.expand_to_beams(encoded, num_beams=num_decodes)
-        encoder_tokens_N = decoding.expand_to_beams(encoder_tokens, num_beams=num_decodes)
 
         def tokens_to_logits(ids_Nx1, cache):
             logits, variables = self.module.apply(
-                {"params": params, "cache": merge_static_cache(cache, static_N)}, encoded_N,
-                encoder_tokens_N, ids_Nx1, decode=True, max_decode_length=max_decode_length,
+                {"params": params, "cache": merge_static_cache(cache, static)}, encoded,
+                encoder_tokens, ids_Nx1, decode=True, max_decode_length=max_decode_length,
                 mutable=["cache"], method=Transformer.decode)
             return logits[:, -1, :].astype(jnp.float32), split_static_cache(variables["cache"])[0]
 

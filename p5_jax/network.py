@@ -159,18 +159,18 @@ class Decoder(nn.Module):
     """Embedded targets [B, T, E] -> hidden [B, T, E], causal; one token per call when decoding."""
     config: T5Config
 
-    def _positions(self, batch, length, decode, max_decode_length):
-        """Query positions [B|1, Q], key positions [K], causal mask [B|1, 1, Q, K] or None."""
+    def _positions(self, length, decode, max_decode_length):
+        """Query positions [1, Q], key positions [K], causal mask [1, 1, Q, K] or None."""
         if not decode:
             positions = jnp.arange(length)
             causal = positions[None, :] <= positions[:, None]
             return positions[None, :], positions, causal[None, None]
         is_initialized = self.has_variable("cache", "position")
-        position = self.variable("cache", "position", jnp.zeros, (batch,), jnp.int32)
+        position = self.variable("cache", "position", jnp.zeros, (), jnp.int32)
         if not is_initialized:
             positions = jnp.arange(length)
             return positions[None, :], positions, None
-        query_positions = position.value[:, None]
+        query_positions = position.value[None, None]
         position.value = position.value + 1
         return query_positions, jnp.arange(max_decode_length), None  # mask kept by the cache
 
@@ -178,8 +178,8 @@ class Decoder(nn.Module):
     def __call__(self, y, encoded, encoder_input_tokens, *, decode=False, max_decode_length=None,
                  enable_dropout=False):
         cfg, dtype = self.config, jnp.dtype(self.config.dtype)
-        batch, length = y.shape[:2]
-        query_pos, key_pos, self_mask = self._positions(batch, length, decode, max_decode_length)
+        length = y.shape[1]
+        query_pos, key_pos, self_mask = self._positions(length, decode, max_decode_length)
         bias = RelativePositionBias(cfg.relative_buckets, cfg.relative_max_distance,
                                     cfg.num_heads, bidirectional=False, dtype=dtype,
                                     name="relpos_bias")(query_pos, key_pos)

@@ -285,21 +285,24 @@ def test_cached_decoding_equals_uncached_forward_passes(search, beams):
     encoder_tokens = jnp.array([[5, 9, 33, 7, 1, 0, 0], [12, 3, 30, 2, 8, 11, 1]], jnp.int32)
     length = 6
     encoded = module.apply({"params": params}, encoder_tokens, method=network.Transformer.encode)
-    encoded_N = decoding.expand_to_beams(encoded, num_beams=beams)
-    encoder_tokens_N = decoding.expand_to_beams(encoder_tokens, num_beams=beams)
 
-    def cached_step(ids_Nx1, cache):
+    def cached_step(ids_Nx1, cache):  # 2 rows first, then 2 * beams rows (cache expanded)
+        per_example = ids_Nx1.shape[0] // encoded.shape[0]
         logits, variables = module.apply(
-            {"params": params, "cache": cache}, encoded_N, encoder_tokens_N, ids_Nx1,
+            {"params": params, "cache": cache}, encoded,
+            decoding.expand_to_beams(encoder_tokens, num_beams=per_example), ids_Nx1,
             decode=True, max_decode_length=length, mutable=["cache"],
             method=network.Transformer.decode)
         return logits[:, -1], variables["cache"]
 
     def full_step(ids_Nx1, cache):
         rows = jnp.arange(ids_Nx1.shape[0])
+        per_example = ids_Nx1.shape[0] // encoded.shape[0]
         prefix = cache["prefix"].at[rows, cache["step"]].set(ids_Nx1[:, 0])
-        logits = module.apply({"params": params}, encoded_N, encoder_tokens_N, prefix,
-                              method=network.Transformer.decode)
+        logits = module.apply({"params": params},
+                              decoding.expand_to_beams(encoded, num_beams=per_example),
+                              decoding.expand_to_beams(encoder_tokens, num_beams=per_example),
+                              prefix, method=network.Transformer.decode)
         return logits[rows, cache["step"]], {"prefix": prefix, "step": cache["step"] + 1}
 
     cache = model.init_cache(params, encoded=encoded, encoder_input_tokens=encoder_tokens,
@@ -315,3 +318,27 @@ def test_cached_decoding_equals_uncached_forward_passes(search, beams):
     for row_tokens in np.asarray(cached[0]):
         assert len({tuple(t) for t in row_tokens}) == beams
     assert len({tuple(t) for t in np.asarray(cached[0]).reshape(-1, length)}) >= 2
+    if search is decoding.beam_search:  # the model's own search: beams share the encoder K/V
+        predicted = model.predict_batch(params, {"encoder_input_tokens": encoder_tokens},
+                                        num_decodes=beams, alpha=0.6, max_decode_length=length)
+        np.testing.assert_array_equal(np.asarray(predicted[0]), np.asarray(full[0]))
+        np.testing.assert_allclose(np.asarray(predicted[1]), np.asarray(full[1]), rtol=1e-5)
+
+
+# ---- top_k_rows: the chunked top-k equals lax.top_k -------------------------------------------
+
+@pytest.mark.parametrize("width, k", [(1000, 7), (32128, 40), (333, 3), (20, 5)])
+def test_top_k_rows_matches_lax_top_k(width, k):
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((6, width)).astype(np.float32)
+    x[1, :] = -np.inf  # a fully masked row
+    x[2, rng.permutation(width)[:width - 3]] = -np.inf  # fewer allowed entries than k
+    x[3, :] = np.round(x[3, :], 1)  # many equal values
+    expected_values, expected_index = jax.lax.top_k(jnp.asarray(x), k)
+    values, index = jax.jit(decoding.top_k_rows, static_argnums=1)(jnp.asarray(x), k)
+    np.testing.assert_array_equal(np.asarray(values), np.asarray(expected_values))
+    np.testing.assert_array_equal(np.take_along_axis(x, np.asarray(index), axis=1),
+                                  np.asarray(values))  # the indices point at those values
+    for row in (0, 4, 5):  # distinct values: the same indices in the same order
+        np.testing.assert_array_equal(np.asarray(index)[row], np.asarray(expected_index)[row])
+    assert all(len(set(row)) == k for row in np.asarray(index))  # no entry picked twice
