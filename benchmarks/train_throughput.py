@@ -3,6 +3,9 @@
 t5-small dimensions (vocab 32128), batch 16, 128 input and 16 target tokens, fp32, dropout 0.1,
 AdamW with gradient clipping at 1.0, every core for both. Prints the devices each side used,
 tokens/s (input plus target positions per second) for each and, last, `ratio_vs_hf_torch=X.XX`.
+Before that, where the compute goes: the step's floating-point operations as XLA counts them, the
+rate each side reaches, and XLA's rate on the step's largest matrix product alone. A step that
+ran entirely at that rate would reach `matmul_bound_ratio`: the ceiling for the ratio above.
 `--torch_device cuda` runs the PyTorch side on the GPU (for a GPU host where JAX uses it too).
 
   python benchmarks/train_throughput.py [--warmup 2] [--steps 5] [--torch_device cpu|cuda]
@@ -57,6 +60,7 @@ def jax_step_fn(batch):
         batch_size=BATCH, input_length=INPUT_LENGTH, target_length=TARGET_LENGTH)
     holder = {"state": train.create_state(seed=0)}
     device_batch = train.put_batch(batch)
+    flops = train.train_step_flops(holder["state"], device_batch)
 
     def step():
         holder["state"], metrics = train.train_step(holder["state"], device_batch)
@@ -64,7 +68,24 @@ def jax_step_fn(batch):
 
     device = jax.devices()[0]
     print(f"p5_jax_device={device.platform} ({device.device_kind})", flush=True)
-    return step
+    return step, flops
+
+
+def matmul_flops_per_s(*, repeats: int = 5) -> float:
+    """XLA's rate on [2048, 512] @ [512, 2048], the largest product of the step (best of n)."""
+    import jax
+    import jax.numpy as jnp
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((BATCH * INPUT_LENGTH, 512), np.float32))
+    b = jnp.asarray(rng.standard_normal((512, 2048), np.float32))
+    product = jax.jit(jnp.matmul)
+    jax.block_until_ready(product(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(product(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / best
 
 
 def torch_step_fn(batch, *, threads: int, device: str = "cpu"):
@@ -107,13 +128,20 @@ def main():
     threads = os.cpu_count() or 1
     batch = make_batch()
     tokens_per_step = BATCH * (INPUT_LENGTH + TARGET_LENGTH)
-    ours = tokens_per_step / time_steps(jax_step_fn(batch), warmup=args.warmup, steps=args.steps)
-    print(f"p5_jax_tokens_per_s={ours:.1f}", flush=True)
-    theirs = tokens_per_step / time_steps(
-        torch_step_fn(batch, threads=threads, device=args.torch_device),
-        warmup=args.warmup, steps=args.steps)
-    print(f"hf_torch_tokens_per_s={theirs:.1f}", flush=True)
-    print(f"ratio_vs_hf_torch={ours / theirs:.2f}")
+    step, flops = jax_step_fn(batch)
+    ours = time_steps(step, warmup=args.warmup, steps=args.steps)
+    print(f"p5_jax_tokens_per_s={tokens_per_step / ours:.1f}", flush=True)
+    theirs = time_steps(torch_step_fn(batch, threads=threads, device=args.torch_device),
+                        warmup=args.warmup, steps=args.steps)
+    print(f"hf_torch_tokens_per_s={tokens_per_step / theirs:.1f}", flush=True)
+    if flops:
+        peak = matmul_flops_per_s()
+        print(f"step_gflop={flops / 1e9:.1f} (XLA's count, every op of the step)")
+        print(f"p5_jax_gflop_per_s={flops / ours / 1e9:.1f} "
+              f"hf_torch_gflop_per_s={flops / theirs / 1e9:.1f} "
+              f"xla_matmul_gflop_per_s={peak / 1e9:.1f}")
+        print(f"matmul_bound_ratio={peak * theirs / flops:.2f}")
+    print(f"ratio_vs_hf_torch={theirs / ours:.2f}")
 
 
 if __name__ == "__main__":

@@ -154,6 +154,16 @@ class Trainer:
         with self._sharding_context():
             return self._jit_train_step(state, batch)
 
+    def train_step_flops(self, state: TrainState, batch) -> float | None:
+        """Floating-point operations of one train step as XLA counts them (matmuls and every
+        other op), or None where the backend gives no cost analysis. Compiles, runs nothing."""
+        with self._sharding_context():
+            costs = self._jit_train_step.lower(state, batch).compile().cost_analysis()
+        if isinstance(costs, (list, tuple)):  # older jax: one dict per computation
+            costs = costs[0] if costs else None
+        flops = (costs or {}).get("flops")
+        return float(flops) if flops and flops > 0 else None
+
     def eval_step(self, params, batch) -> dict:
         """Summed loss, token and correct-token counts of one batch (no dropout)."""
         with self._sharding_context():

@@ -162,3 +162,19 @@ def test_eval_step_counts_tokens_and_matches_train_loss():
     evaluated = trainer.evaluate(trainer=train, params=state.params, batches=[batch, batch])
     _, metrics = train.train_step(state, train.put_batch(batch))
     assert evaluated["loss"] == pytest.approx(float(metrics["token_loss"]), rel=1e-5)
+
+
+def test_train_step_flops_cover_the_hand_counted_matmuls():
+    train = make_trainer(data=1, num_devices=1)
+    state = train.create_state(seed=0)
+    flops = train.train_step_flops(state, train.put_batch(make_batch()))
+    # Multiply-adds of one forward pass per example (tiny_config: d=32, 4 heads x 8, d_ff=64,
+    # one layer each side, V=128; L=12 input and T=6 target positions):
+    encoder = 4 * 12 * 32 * 32 + 2 * 12 * 32 * 64 + 2 * 4 * 12 * 12 * 8
+    decoder = (4 * 6 * 32 * 32 + 2 * 6 * 32 * 32 + 2 * 12 * 32 * 32 + 2 * 6 * 32 * 64
+               + 2 * 4 * 6 * 6 * 8 + 2 * 4 * 6 * 12 * 8)
+    logits = 6 * 32 * 128
+    forward_flops = 2 * 8 * (encoder + decoder + logits)  # 2 flops per multiply-add, batch 8
+    matmul_flops = 3 * forward_flops  # backward: the input and the weight gradient of each
+    assert matmul_flops == 10_801_152
+    assert matmul_flops <= flops <= 1.25 * matmul_flops  # the rest: softmax, norms, AdamW
