@@ -183,9 +183,10 @@ class MultiHeadAttention(nn.Module):
     Cross-attention (`static_kv=True`) with `decode=True`: the first call projects `inputs_kv`
     (the encoder output) into the cache; later calls read those keys/values back and ignore
     `inputs_kv`, so a decode step never re-projects the encoder output.
-    Every cache leaf but the position has a leading batch axis. Queries may come in G rows per key row (the G
-    beams of one example during beam search, one token each): they are attended as G query
-    positions of that example, so the keys/values are neither copied nor read once per beam.
+    Every cache leaf but the position has a leading batch axis. Queries may come in G rows per
+    key row (the G beams of one example during beam search, one token each): they are attended
+    as G query positions of that example, so the keys/values are neither copied nor read once
+    per beam.
     """
     num_heads: int
     d_kv: int
