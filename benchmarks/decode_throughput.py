@@ -113,7 +113,7 @@ def random_item_trie(args, vocab_size):
 
 
 def hf_decoder(args, config, params, tokens):
-    """A no-argument call running transformers' generate() on the same weights."""
+    """(call returning generate()'s beams and scores, call for timing) on the same weights."""
     import torch
     import transformers
 
@@ -130,12 +130,16 @@ def hf_decoder(args, config, params, tokens):
     settings = dict(attention_mask=(input_ids != 0).long(), num_beams=args.beams,
                     num_return_sequences=args.beams, max_new_tokens=args.max_decode_len,
                     length_penalty=0.0, early_stopping=False, do_sample=False,
-                    output_scores=True, return_dict_in_generate=True,
                     decoder_start_token_id=0, eos_token_id=EOS_ID, pad_token_id=0)
+
+    def timed_call():  # without the per-step scores, which only the agreement check needs
+        with torch.no_grad():
+            hf_model.generate(input_ids, **settings)
 
     def call():
         with torch.no_grad():
-            output = hf_model.generate(input_ids, **settings)
+            output = hf_model.generate(input_ids, output_scores=True,
+                                       return_dict_in_generate=True, **settings)
         sequences = output.sequences[:, 1:].cpu().numpy()  # drop the decoder start token
         padded = np.zeros((sequences.shape[0], args.max_decode_len), np.int32)
         padded[:, :sequences.shape[1]] = sequences
@@ -143,7 +147,7 @@ def hf_decoder(args, config, params, tokens):
         scores = output.sequences_scores.cpu().numpy().reshape(shape)
         return padded.reshape(shape + (-1,)), scores
 
-    return call
+    return call, timed_call
 
 
 def zero_after_eos(tokens):
@@ -171,15 +175,15 @@ def main():
           f"max_decode_len={args.max_decode_len}")
     device = jax.devices()[0]
     print(f"p5_jax_device={device.platform} ({device.device_kind})", flush=True)
-    calls = {"ours": our_decoder(args, model, params, tokens),
-             "hf": hf_decoder(args, config, params, tokens)}
+    hf_checked, hf_timed = hf_decoder(args, config, params, tokens)
+    calls = {"ours": our_decoder(args, model, params, tokens), "hf": hf_timed}
     if args.trie_items:
         items, trie = random_item_trie(args, config.vocab_size)
         calls["ours_constrained"] = our_decoder(args, model, params, tokens, trie)
     started = time.perf_counter()
     ours_tokens, ours_scores = calls["ours"]()
     print(f"ours: compile + first run {time.perf_counter() - started:.1f}s")
-    hf_tokens, hf_scores = calls["hf"]()
+    hf_tokens, hf_scores = hf_checked()
     top1, same_rank, overlap, score_gap = agreement(ours_tokens, ours_scores, hf_tokens,
                                                     hf_scores)
     print(f"beams ending in eos: {np.mean(np.any(ours_tokens == EOS_ID, axis=-1)):.0%}")
