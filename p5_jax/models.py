@@ -110,8 +110,8 @@ class EncoderDecoderModel:
 
     def init_cache(self, params, *, encoded, encoder_input_tokens, max_decode_length: int):
         """Decoder cache for [B] rows: self-attention slots and positions zeroed, cross-attention
-        keys/values projected from `encoded` here, once per example (beam search copies them
-        to the beams instead of projecting again at every step)."""
+        keys/values projected from `encoded` here, once per example (the beams of an example
+        read that one copy; no step projects them again)."""
         start = jnp.zeros((encoder_input_tokens.shape[0], 1), jnp.int32)
         _, variables = self.module.apply(
             {"params": params}, encoded, encoder_input_tokens, start, decode=True,
