@@ -7,6 +7,9 @@ early_stopping=False, max_new_tokens = our max_decode_len. Prints the agreement 
 beams, both throughputs in sequences/s (returned beams per second) and, last,
 `ratio_vs_hf_generate=X.XX`. Also times our search constrained to random item ids (a prefix
 trie), P5's sequential-recommendation setting, which generate() has no jit-able counterpart for.
+Before the ratio: the time XLA needs for the search's unavoidable matrix products alone
+(`matmul_floor_s`, see matmul_floor.py) and `matmul_bound_ratio`, generate()'s time over that
+floor: the ceiling for the ratio on this machine.
 
 `--torch_device cuda` runs generate() on the GPU (for a GPU host where JAX uses it too); the
 devices each side used are printed first.
@@ -29,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from matmul_floor import beam_search_products, time_products
 
 from p5_jax import hf_weights, models, network
 from p5_jax.prefix_trie import PrefixTrie
@@ -199,6 +203,11 @@ def main():
     returned = args.batch * args.beams
     for name, value in seconds.items():
         print(f"{name}: {value:.3f}s/batch, {returned / value:.1f} sequences/s")
+    products = beam_search_products(config, batch=args.batch, input_length=args.input_length,
+                                    beams=args.beams, steps=args.max_decode_len)
+    floor = time_products(products, repeats=args.repeats)
+    print(f"matmul_floor_s={floor:.3f} ({sum(p.flops for p in products) / 1e9:.1f} GFLOP of "
+          f"matrix products) matmul_bound_ratio={seconds['hf'] / floor:.2f}")
     print(f"ratio_vs_hf_generate={seconds['hf'] / seconds['ours']:.2f}")
 
 
