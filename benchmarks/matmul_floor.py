@@ -60,6 +60,13 @@ def _encoder(config, *, batch, input_length):
     return products
 
 
+def _cross_keys_values(config, *, encoder_rows):
+    """Every decoder layer's cross-attention keys and values, projected from the encoder once."""
+    joined = config.num_heads * config.d_kv
+    return [Product(1, encoder_rows, config.d_model, joined, f"decoder{layer}.{kv}")
+            for layer in range(config.num_decoder_layers) for kv in ("cross_key", "cross_value")]
+
+
 def _decoder_step(config, *, batch, beams_per_example, input_length, step):
     """One decoder pass: `beams_per_example` one-token queries per example, `step + 1` keys."""
     rows, joined = batch * beams_per_example, config.num_heads * config.d_kv
@@ -86,11 +93,8 @@ def beam_search_products(config, *, batch: int, input_length: int, beams: int,
     The first step runs once per example (every beam holds the start token); later steps run
     once per beam. Cross-attention keys/values are projected once per example.
     """
-    joined = config.num_heads * config.d_kv
     products = _encoder(config, batch=batch, input_length=input_length)
-    products += [Product(1, batch * input_length, config.d_model, joined, f"decoder{layer}.{kv}")
-                 for layer in range(config.num_decoder_layers) for kv in ("cross_key",
-                                                                          "cross_value")]
+    products += _cross_keys_values(config, encoder_rows=batch * input_length)
     for step in range(steps):
         products += _decoder_step(config, batch=batch, beams_per_example=1 if step == 0 else beams,
                                   input_length=input_length, step=step)
@@ -108,12 +112,8 @@ def _gradients(product: Product) -> list[Product]:
 def train_step_products(config, *, batch: int, input_length: int,
                         target_length: int) -> list[Product]:
     """Forward and backward products of one teacher-forced train step (no padding skipped)."""
-    joined = config.num_heads * config.d_kv
-    encoder_rows = batch * input_length
     forward = _encoder(config, batch=batch, input_length=input_length)
-    forward += [Product(1, encoder_rows, config.d_model, joined, f"decoder{layer}.{kv}")
-                for layer in range(config.num_decoder_layers)
-                for kv in ("cross_key", "cross_value")]
+    forward += _cross_keys_values(config, encoder_rows=batch * input_length)
     forward += _decoder_step(config, batch=batch, beams_per_example=target_length,
                              input_length=input_length, step=target_length - 1)
     return forward + [grad for product in forward for grad in _gradients(product)]
