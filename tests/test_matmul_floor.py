@@ -1,4 +1,4 @@
-"""The decode benchmark's list of unavoidable matrix products, counted by hand."""
+"""The benchmarks' lists of unavoidable matrix products (search and train step), counted by hand."""
 import dataclasses
 import importlib.util
 import math
@@ -47,7 +47,7 @@ def test_gated_feed_forward_adds_one_product_per_layer_pass():
     assert sum(p.flops for p in more) - sum(p.flops for p in plain) == 2 * 5 * 4 * (6 + 2 + 4)
 
 
-def test_timing_computes_every_product():
+def test_timing_compiles_and_runs_the_products():
     seconds = matmul_floor.time_products(_products(), repeats=1)
     assert math.isfinite(seconds) and seconds > 0
 
