@@ -2,14 +2,16 @@ r"""Evaluate a checkpoint on the test split of a seqio mixture or task, t5x styl
 
   python -m p5_jax.eval --gin_file=gin/runs/eval.gin --gin_file=gin/models/tiny.gin \
     --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'p5_musical_instruments_all'" \
-    [--gin.EVAL_OUTPUT_DIR="'/tmp/run/eval'"] [--gin.MAX_EXAMPLES_PER_TASK=50]
+    [--gin.EVAL_OUTPUT_DIR="'/tmp/run/eval'"] [--gin.MAX_USERS_PER_TASK=200] \
+    [--gin.PROTOCOLS="['exact', 'p5']"]
 
-Writes results.json, results.md, metrics.png and predictions/<task>.jsonl (see p5_jax.eval_results).
+Writes results.json, results.md, metrics.png and predictions/<task>.jsonl (see p5_jax.eval_results)
+per protocol (see p5_jax.protocols).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import gin
 import jax
@@ -18,7 +20,9 @@ from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 
-from p5_jax import (eval_baselines, eval_results, evaluation, gin_bindings, inference, partitioning, paths, vocabulary)
+from p5_jax import (eval_baselines, eval_results, evaluation, gin_bindings, inference, partitioning, paths,
+                    vocabulary)
+from p5_tasks import catalog
 
 gin_bindings.define_flags()
 
@@ -29,23 +33,48 @@ def build_model(task_name: str):
     return gin_bindings.build_model(task.output_features["targets"].vocabulary)
 
 
-def _baselines_fn(dataset, outputs):
-    loaders = eval_baselines.prepared_training_data(root=paths.prepared_root(), dataset=dataset)
-    return eval_baselines.family_baselines(outputs=outputs, **loaders)
+def _baselines_fn(seed):
+    def baselines_for(dataset, outputs):
+        loaders = eval_baselines.prepared_training_data(root=paths.prepared_root(),
+                                                        dataset=dataset)
+        return eval_baselines.family_baselines(outputs=outputs, seed=seed, **loaders)
+    return baselines_for
+
+
+def data_flags(dataset: str) -> dict:
+    """The prepared dataset's split and indexing, with a warning for each known leak."""
+    manifest = catalog.manifest(dataset)
+    review_split = manifest.get("review_split", "p5 (prepared before aligned splits)")
+    flags = {"indexing": manifest.get("indexing"), "review_split": review_split, "warnings": []}
+    if manifest.get("leaks_test_items"):
+        flags["warnings"].append("item ids follow the source numbering, which leaks test items")
+    if manifest.get("leaks_held_out_items", "review_split" not in manifest):
+        flags["warnings"].append(
+            "reviews were split independently of the leave-one-out split (P5's split): held-out "
+            "sequential/direct items appear in rating, explanation or review training prompts")
+    return flags
+
+
+def _output_dir(base: str, protocol: str, protocol_names) -> str:
+    return base if len(protocol_names) == 1 else os.path.join(base, protocol)
 
 
 @gin.configurable(denylist=["show_progress"])
 def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
              output_dir: str | None = None, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
-             batch_size: int = 32, max_examples_per_task: int | None = None,
+             batch_size: int = 32, max_users_per_task: int | None = None,
+             protocols: Sequence[str] = ("exact",), fit_candidates: bool = True,
+             min_candidate_share: float = 0.9, bootstrap_resamples: int = 1000,
              num_beams: int = 20, beam_alpha: float = 0.6, include_unseen: bool = True,
              zero_shot_domain: bool = False, data_parallel: int = -1, model_parallel: int = 1,
              candidate_chunk_size: int = 0, seed: int = 0,
              sentencepiece_model_file: str | None = None, title: str | None = None,
              show_progress: bool = True) -> dict:
-    """Restores the parameters, decodes every task, writes the report; returns written paths."""
+    """Restores the parameters, decodes every task under each protocol, writes the reports
+    (into `output_dir`, or `output_dir/<protocol>` for several protocols); returns written paths."""
     if sentencepiece_model_file:
         vocabulary.use_sentencepiece_file(sentencepiece_model_file)
+    protocols = tuple(protocols)
     names = evaluation.task_names(mixture_or_task_name, include_unseen=include_unseen)
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
     model = build_model(names[0])
@@ -54,24 +83,32 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
         path=directory, abstract=inference.abstract_params(model=model, mesh=mesh))
     logging.info("Restored step %d from %s; %d tasks.", step, directory, len(names))
     config = evaluation.EvalConfig(
-        batch_size=batch_size, max_examples=max_examples_per_task,
-        feature_lengths=dict(task_feature_lengths), num_beams=num_beams, alpha=beam_alpha,
-        candidate_chunk_size=candidate_chunk_size, seed=seed, progress=show_progress)
+        batch_size=batch_size, max_users=max_users_per_task,
+        feature_lengths=dict(task_feature_lengths), fit_candidates=fit_candidates,
+        min_candidate_share=min_candidate_share, bootstrap_resamples=bootstrap_resamples,
+        num_beams=num_beams, alpha=beam_alpha, candidate_chunk_size=candidate_chunk_size,
+        seed=seed, progress=show_progress)
     predictor = inference.Predictor(model=model, params=params, mesh=mesh)
-    outputs = evaluation.evaluate_tasks(predictor=predictor, task_names=names, config=config,
-                                        zero_shot_domain=zero_shot_domain)
+    by_protocol = evaluation.evaluate_tasks(predictor=predictor, task_names=names, config=config,
+                                            protocol_names=protocols,
+                                            zero_shot_domain=zero_shot_domain)
     settings = {"checkpoint": str(directory), "step": step, "mixture": mixture_or_task_name,
-                "max_examples_per_task": max_examples_per_task, "num_beams": num_beams,
+                "max_users_per_task": max_users_per_task, "seed": seed, "num_beams": num_beams,
                 "task_feature_lengths": dict(task_feature_lengths),
-                "zero_shot_domain": zero_shot_domain}
-    out_dir = output_dir or os.path.join(checkpoint_path, "eval", mixture_or_task_name)
+                "fit_candidates": fit_candidates, "zero_shot_domain": zero_shot_domain}
+    base = output_dir or os.path.join(checkpoint_path, "eval", mixture_or_task_name)
     if jax.process_index() != 0:
         return {}
-    written = eval_results.write_results(out_dir=out_dir, outputs=outputs, settings=settings,
-                                         baselines_fn=_baselines_fn, title=title)
-    for dataset, files in written.items():
-        print(files["markdown"].read_text())
-        print(f"{dataset}: wrote " + ", ".join(str(p) for p in files.values()))
+    written = {}
+    for protocol, outputs in by_protocol.items():
+        files_by_dataset = eval_results.write_results(
+            out_dir=_output_dir(base, protocol, protocols), outputs=outputs, settings=settings,
+            baselines_fn=_baselines_fn(seed), flags_fn=data_flags, protocol=protocol,
+            title=title)
+        for dataset, files in files_by_dataset.items():
+            print(files["markdown"].read_text())
+            print(f"{dataset} ({protocol}): wrote " + ", ".join(str(p) for p in files.values()))
+        written[protocol] = files_by_dataset
     return written
 
 

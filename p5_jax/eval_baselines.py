@@ -2,103 +2,133 @@
 
 Per family, the first evaluated task of the right kind supplies the examples (the test records
 are the same for every prompt of a family; only the wording differs):
-- sequential: most popular items over all items (training interactions, the user's history
-  skipped), from a free item prompt (20-beam decoding);
-- direct: the shown candidates ranked by training popularity, from a candidate prompt;
+- sequential: most popular items over all items (training interactions; the user's whole history
+  before the evaluated item skipped: at test, the training items and the validation item, the
+  protocol of RecBole's leave-one-out full ranking), from a free next-item prompt;
+- direct: the user's candidates ranked by training popularity, from a prompt that carries them;
 - rating: the training mean rating on a star-rating prompt, and the majority like/dislike of the
   training ratings (rating >= 4 is like) on a like prompt.
-Histories and candidates are read back from each example's rendered input.
+Candidates are the ids each example carries (never parsed back from text); every metric gets
+the same per-user bootstrap interval as the model's rows.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from p5_jax import baselines, metrics
-from p5_jax.evaluation import BEAM, CANDIDATES, GREEDY, TaskOutput, shown_items
+from p5_jax import baselines, intervals, metrics, report
+from p5_jax.evaluation import TaskOutput
 
 MOST_POPULAR = "most popular (train)"
 MEAN_RATING = "training mean rating"
 MAJORITY_LIKE = "majority like/dislike (train)"
+PROTOCOL_NOTE = (
+    "most popular (train) ranks every item by its number of training interactions, leaving out "
+    "the user's whole history before the evaluated item (at test: the training items and the "
+    "validation item); equal counts in a seeded hashed order; as RecBole's leave-one-out full "
+    "ranking (see docs/EVALUATION_PROTOCOL.md)")
 
 
-def _first(outputs: Sequence[TaskOutput], *, family: str, decoding: str,
-           output: str | None = None) -> TaskOutput | None:
+def _first(outputs: Sequence[TaskOutput], *, family: str, output: str,
+           slots: tuple[str, ...] = (), without: str | None = None) -> TaskOutput | None:
+    """The first output of a `family` prompt with that output kind, showing `slots` and not
+    `without`, that has rows."""
     for task_output in outputs:
-        plan = task_output.plan
-        if (plan.family == family and plan.decoding == decoding and task_output.rows
-                and (output is None or plan.prompt.output == output)):
+        prompt = task_output.plan.prompt
+        if (prompt.family == family and prompt.output == output and task_output.rows
+                and all(s in prompt.slots for s in slots) and without not in prompt.slots):
             return task_output
     return None
 
 
-def _sequential(task_output: TaskOutput, *, counts, all_items) -> dict:
-    prompt = task_output.plan.prompt
-    histories = [shown_items(prompt, row["inputs"], "history") for row in task_output.rows]
-    predictions = baselines.most_popular_sequential(counts=counts, histories=histories,
-                                                    all_items=all_items)
-    return metrics.ranking_metrics([row["target"] for row in task_output.rows], predictions)
+def _scored(kind: str, metric_fn, rows, predictions, *, seed: int) -> dict:
+    targets = [row["target"] for row in rows]
+    values = dict(metric_fn(targets, predictions))
+    values[report.INTERVALS] = intervals.metric_intervals(
+        kind, targets, predictions, [row["user_id"] for row in rows], seed=seed)
+    return values
 
 
-def _direct(task_output: TaskOutput, *, counts) -> dict:
-    prompt = task_output.plan.prompt
-    candidates = [shown_items(prompt, row["inputs"], "candidates") for row in task_output.rows]
-    predictions = baselines.most_popular_candidates(counts=counts, candidates=candidates)
-    return metrics.ranking_metrics([row["target"] for row in task_output.rows], predictions)
+def _sequential(task_output: TaskOutput, *, counts, all_items, full_histories, seed) -> dict:
+    rows = task_output.rows
+    predictions = baselines.most_popular_sequential(
+        counts=counts, histories=[full_histories[row["user_id"]] for row in rows],
+        all_items=all_items)
+    return _scored("ranking", metrics.ranking_metrics, rows, predictions, seed=seed)
 
 
-def _mean_rating(task_output: TaskOutput, *, ratings) -> dict:
+def _direct(task_output: TaskOutput, *, counts, seed) -> dict:
+    rows = task_output.rows
+    predictions = baselines.most_popular_candidates(
+        counts=counts, candidates=[row["candidates"] for row in rows])
+    return _scored("ranking", metrics.ranking_metrics, rows, predictions, seed=seed)
+
+
+def _mean_rating(task_output: TaskOutput, *, ratings, seed) -> dict:
     rows = task_output.rows
     predictions = baselines.mean_rating_predictions(train_ratings=ratings, num_examples=len(rows))
-    return metrics.rating_metrics([row["target"] for row in rows], predictions)
+    return _scored("rating", metrics.rating_metrics, rows, predictions, seed=seed)
 
 
-def _majority_like(task_output: TaskOutput, *, ratings) -> dict:
+def _majority_like(task_output: TaskOutput, *, ratings, seed) -> dict:
     rows = task_output.rows
     predictions = baselines.majority_label_predictions(
         train_labels=[r >= 4 for r in ratings], num_examples=len(rows))
-    return metrics.accuracy([row["target"] for row in rows], predictions)
+    return _scored("accuracy", metrics.accuracy, rows, predictions, seed=seed)
 
 
 def family_baselines(*, outputs: Sequence[TaskOutput], train_histories: Callable[[], list],
-                     train_ratings: Callable[[], list], all_items: Callable[[], list]) -> dict:
-    """{family: {baseline name: metrics}} for the families present in `outputs`.
+                     train_ratings: Callable[[], list], all_items: Callable[[], list],
+                     split_histories: Callable[[], dict], seed: int = 0) -> dict:
+    """{family: {baseline name: metrics (with their intervals)}} for the families present.
 
-    The callables load one dataset's training histories (lists of item ids), training ratings
-    and item ids; each is called only when a baseline needs it.
+    The callables load one dataset's training histories (lists of item ids), training ratings,
+    item ids, and {user id: every item before the evaluated one} of the evaluated split; each
+    is called only when a baseline needs it.
     """
     result: dict[str, dict[str, dict]] = {}
-    sequential = _first(outputs, family="sequential", decoding=BEAM)
-    direct = _first(outputs, family="direct", decoding=CANDIDATES)
+    sequential = _first(outputs, family="sequential", output="item", slots=("history",),
+                        without="candidates")
+    direct = _first(outputs, family="direct", output="item", slots=("candidates",))
     if sequential or direct:
         counts = baselines.count_interactions(train_histories())
         if sequential:
             result.setdefault("sequential", {})[MOST_POPULAR] = _sequential(
-                sequential, counts=counts, all_items=all_items())
+                sequential, counts=counts, all_items=all_items(),
+                full_histories=split_histories(), seed=seed)
         if direct:
-            result.setdefault("direct", {})[MOST_POPULAR] = _direct(direct, counts=counts)
-    rating = _first(outputs, family="rating", decoding=GREEDY, output="rating")
-    like = _first(outputs, family="rating", decoding=GREEDY, output="like")
+            result.setdefault("direct", {})[MOST_POPULAR] = _direct(direct, counts=counts,
+                                                                    seed=seed)
+    rating = _first(outputs, family="rating", output="rating")
+    like = _first(outputs, family="rating", output="like")
     if rating or like:
         ratings = train_ratings()
         if rating:
-            result.setdefault("rating", {})[MEAN_RATING] = _mean_rating(rating, ratings=ratings)
+            result.setdefault("rating", {})[MEAN_RATING] = _mean_rating(rating, ratings=ratings,
+                                                                        seed=seed)
         if like:
-            result.setdefault("rating", {})[MAJORITY_LIKE] = _majority_like(like, ratings=ratings)
+            result.setdefault("rating", {})[MAJORITY_LIKE] = _majority_like(
+                like, ratings=ratings, seed=seed)
     return result
 
 
-def prepared_training_data(*, root, dataset: str) -> dict[str, Callable[[], list]]:
-    """Loaders of a prepared dataset's training histories, ratings and item ids."""
+def prepared_training_data(*, root, dataset: str, split: str = "test") -> dict[str, Callable]:
+    """Loaders of a prepared dataset's training histories, ratings, item ids and the full
+    histories of the evaluated `split` (test: training items plus the validation item)."""
     from p5_jax.data import tfds_builders
     from p5_tasks import catalog
 
+    def sequences(name):
+        records = tfds_builders.load(root=root, dataset=dataset, kind="sequences", split=name)
+        return [(r["user_id"].decode(), [i.decode() for i in r["history"]])
+                for r in records.as_numpy_iterator()]
+
     def histories():
-        records = tfds_builders.load(root=root, dataset=dataset, kind="sequences", split="train")
-        return [[i.decode() for i in r["history"]] for r in records.as_numpy_iterator()]
+        return [history for _, history in sequences("train")]
 
     def ratings():
         records = tfds_builders.load(root=root, dataset=dataset, kind="reviews", split="train")
         return [float(r["rating"]) for r in records.as_numpy_iterator()]
 
     return {"train_histories": histories, "train_ratings": ratings,
+            "split_histories": lambda: dict(sequences(split)),
             "all_items": lambda: [str(i) for i in catalog.item_ids(dataset)]}

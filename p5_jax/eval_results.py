@@ -1,9 +1,10 @@
 """Writes an evaluation's results: the report files per dataset and every scored prediction.
 
 `write_results` calls `p5_jax.report.write_report` (results.json, results.md, metrics.png) and adds
-the run's settings (checkpoint, example cap, decoding per task) to both results files, then writes
-`predictions/<task>.jsonl` (input, target, raw output, parsed target and prediction per example).
-One dataset is written into `out_dir`; several go to `out_dir/<dataset>/`.
+the protocol, the run's settings (checkpoint, user sample, decoding per task) and the dataset's
+split and indexing flags to both results files, then writes `predictions/<task>.jsonl` (ids,
+input, target, raw output, parsed target and prediction per example). One dataset is written into
+`out_dir`; several go to `out_dir/<dataset>/`.
 """
 from __future__ import annotations
 
@@ -12,27 +13,47 @@ import math
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 
-from p5_jax import report
+from p5_jax import eval_baselines, protocols, report
 from p5_jax.evaluation import TaskOutput
 
 
-def settings_lines(settings: Mapping) -> list[str]:
-    cap = settings.get("max_examples_per_task")
-    lines = ["## Settings", ""]
-    lines.append(f"- examples per task: {'all' if cap is None else f'at most {cap} (capped)'}")
+def settings_lines(settings: Mapping, *, protocol: str) -> list[str]:
+    cap, seed = settings.get("max_users_per_task"), settings.get("seed", 0)
+    lines = ["## Protocol and settings", "",
+             f"- protocol: **{protocol}**: {protocols.DESCRIPTIONS[protocol]}",
+             "- intervals: 95% bootstrap over users (users resampled with replacement)",
+             f"- baselines: {eval_baselines.PROTOCOL_NOTE}"]
+    users = "all (the full test split)" if cap is None else (
+        f"at most {cap}, sampled at random (seed {seed}); the same users for every task")
+    lines.append(f"- users per task: {users}")
     for key, value in settings.items():
-        if key not in ("max_examples_per_task", "decoding"):
+        if key not in ("max_users_per_task", "decoding", "protocols"):
             lines.append(f"- {key}: {value}")
     return lines + [""]
 
 
+def data_lines(flags: Mapping) -> list[str]:
+    lines = ["## Data", ""]
+    lines += [f"- {key}: {value}" for key, value in flags.items() if key != "warnings"]
+    lines += [f"- **warning: {w}**" for w in flags.get("warnings", ())]
+    return lines + [""]
+
+
+def _shown(metrics: Mapping) -> str:
+    if "candidates_shown_min" not in metrics:
+        return "–"
+    return (f"{int(metrics['candidates_shown_min'])} / {metrics['candidates_shown_mean']:.1f} "
+            f"of {int(metrics['candidates_offered'])}")
+
+
 def decoding_lines(outputs: Sequence[TaskOutput]) -> list[str]:
-    lines = ["## Decoding and counts", "", "| Task | Decoding | Examples | Unparseable |",
-             "|---|---|---|---|"]
+    lines = ["## Decoding and counts", "",
+             "| Task | Decoding | Examples | Unparseable | Candidates shown (min / mean) |",
+             "|---|---|---|---|---|"]
     for output in outputs:
         m = output.result.metrics
         lines.append(f"| {output.plan.task} | {output.plan.decoding} | {int(m.get('count', 0))} "
-                     f"| {int(m.get('unparseable', 0))} |")
+                     f"| {int(m.get('unparseable', 0))} | {_shown(m)} |")
     return lines + [""]
 
 
@@ -57,16 +78,20 @@ def write_predictions(out_dir: pathlib.Path, outputs: Sequence[TaskOutput]) -> p
 
 
 def _write_dataset(out_dir: pathlib.Path, *, dataset: str, outputs: Sequence[TaskOutput],
-                   baselines: Mapping, settings: Mapping, title: str | None) -> dict:
+                   baselines: Mapping, settings: Mapping, flags: Mapping, protocol: str,
+                   title: str | None) -> dict:
     paths = report.write_report(out_dir=out_dir, dataset=dataset,
                                 results=[o.result for o in outputs], baselines=baselines,
                                 title=title)
     payload = json.loads(paths["json"].read_text())
+    payload["protocol"] = {"name": protocol, "description": protocols.DESCRIPTIONS[protocol]}
     payload["settings"] = _json_value(dict(settings))
+    payload["data"] = _json_value(dict(flags))
     payload["decoding"] = {o.plan.task: o.plan.decoding for o in outputs}
     paths["json"].write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     body = paths["markdown"].read_text().split("\n")
-    paths["markdown"].write_text("\n".join(body[:2] + settings_lines(settings) + body[2:])
+    head = settings_lines(settings, protocol=protocol) + data_lines(flags)
+    paths["markdown"].write_text("\n".join(body[:2] + head + body[2:])
                                  + "\n" + "\n".join(decoding_lines(outputs)))
     paths["predictions"] = write_predictions(out_dir, outputs)
     return paths
@@ -74,8 +99,11 @@ def _write_dataset(out_dir: pathlib.Path, *, dataset: str, outputs: Sequence[Tas
 
 def write_results(*, out_dir, outputs: Sequence[TaskOutput], settings: Mapping,
                   baselines_fn: Callable[[str, Sequence[TaskOutput]], Mapping],
+                  flags_fn: Callable[[str], Mapping] = lambda dataset: {},
+                  protocol: str = protocols.EXACT,
                   title: str | None = None) -> dict[str, dict]:
-    """Report files per dataset; `baselines_fn(dataset, outputs)` gives that dataset's baselines.
+    """Report files per dataset; `baselines_fn(dataset, outputs)` gives that dataset's baselines
+    and `flags_fn(dataset)` its data flags (review split, indexing, warnings).
 
     Returns {dataset: {"json", "markdown", "metrics_plot", "predictions": path}}.
     """
@@ -88,5 +116,6 @@ def write_results(*, out_dir, outputs: Sequence[TaskOutput], settings: Mapping,
         folder = out_dir if len(by_dataset) == 1 else out_dir / dataset
         written[dataset] = _write_dataset(
             folder, dataset=dataset, outputs=dataset_outputs,
-            baselines=baselines_fn(dataset, dataset_outputs), settings=settings, title=title)
+            baselines=baselines_fn(dataset, dataset_outputs), settings=settings,
+            flags=flags_fn(dataset), protocol=protocol, title=title)
     return written

@@ -1,99 +1,98 @@
-"""Scores seqio tasks on their test split the way P5 reported them.
+"""Scores seqio tasks on their test split under a named protocol (see `p5_jax.protocols`).
 
-Decoding per prompt output (`plan_task`):
-- a free item id (sequential 2-1..2-6, 2-13): 20-beam search constrained to the dataset's item
-  ids (a `PrefixTrie` over the tokenised `item_<id>` targets of items.jsonl); the beams, best
-  first, are the ranking scored by HR@k / NDCG@k over all items;
-- an item from a candidate list (direct 5-5..5-8, sequential 2-7..2-10): every candidate shown in
-  the input is scored by log p(item | input) (`p5_jax.scoring`) and the candidates are ranked by
-  it, so HR@1/5/10 and NDCG@5/10 among the candidates are exact;
-- anything else (rating, yes/no, like, explanation, summary): greedy decoding, then the task's
-  postprocessor and metric functions (`p5_jax.metrics`).
-Unparseable outputs are counted by the metrics and never raise. Examples are read in order
-(`shuffle=False`, a fixed seed for the prompts' sampled choices), capped by `max_examples`.
+Per task: read the test examples (every user, or `max_users` users drawn at random with a fixed
+seed), decode them as the protocol says, score them with the task's metric code, and attach a 95%
+bootstrap interval (users resampled) to every ranking, rating and accuracy metric. Examples carry
+the ids they were rendered from (user, target, history, candidates), so nothing is parsed back
+out of rendered text. Candidate prompts are checked for the number of candidates each example
+shows: fewer than offered is flagged, fewer than `min_candidate_share` of them withholds the
+ranking metrics. Unparseable outputs are counted by the metrics and never raise.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import re
-import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import seqio
 from tqdm.auto import tqdm
 
-from p5_jax import inference, report, scoring
-from p5_tasks import catalog, prompts
+from p5_jax import eval_lengths, inference, intervals, metrics, postprocessors, protocols, report, scoring
+from p5_jax.protocols import BEAM, CANDIDATES, FREE_BEAM, GREEDY, YES_RANK
+from p5_tasks import catalog, prompts, registration
 
-BEAM, CANDIDATES, GREEDY = "beam", "candidates", "greedy"
 DEFAULT_FEATURE_LENGTHS = {"inputs": 512, "targets": 64}
+LENGTH_MULTIPLE = 64   # batches are padded to a multiple of this, at most the input length
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """How to run an evaluation; `max_examples` None means the whole test split."""
+    """How to run an evaluation; `max_users` None means every user of the test split."""
     batch_size: int = 32
-    max_examples: int | None = None
+    max_users: int | None = None
     feature_lengths: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_FEATURE_LENGTHS))
+    fit_candidates: bool = True
+    min_candidate_share: float = 0.9
     num_beams: int = 20
     alpha: float = 0.6
     candidate_chunk_size: int = 0
     seed: int = 0
     split: str = "test"
+    bootstrap_resamples: int = 1000
     progress: bool = True
 
     def __post_init__(self):
         if self.batch_size < 1 or self.num_beams < 1:
             raise ValueError("batch_size and num_beams must be positive")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise ValueError(f"max_examples must be positive or None, got {self.max_examples}")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"max_users must be positive or None, got {self.max_users}")
+        if not 0.0 <= self.min_candidate_share <= 1.0:
+            raise ValueError(f"min_candidate_share must be in [0, 1], got "
+                             f"{self.min_candidate_share}")
+        missing = {"inputs", "targets"} - set(self.feature_lengths)
+        if missing:
+            raise ValueError(f"task_feature_lengths lacks {sorted(missing)}; give both, e.g. "
+                             "{'inputs': 512, 'targets': 64}")
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskPlan:
-    """A task's dataset, prompt and decoding; `unseen` marks zero-shot results."""
+    """A task's dataset, prompt, protocol and decoding; `unseen` marks zero-shot results."""
     task: str
     dataset: str
     prompt: prompts.Prompt
     decoding: str
     unseen: bool
+    protocol: str = protocols.EXACT
 
     @property
     def family(self) -> str:
         return self.prompt.family
 
+    @property
+    def shows_candidates(self) -> bool:
+        return "candidates" in self.prompt.slots
+
 
 @dataclasses.dataclass
 class TaskOutput:
-    """One task's result and its scored rows (input, target, raw and parsed predictions)."""
+    """One task's result and its scored rows (ids, input, target, raw and parsed predictions)."""
     plan: TaskPlan
     result: report.TaskResult
     rows: list[dict]
 
 
-def decoding_for(prompt: prompts.Prompt) -> str:
-    if prompt.output != "item":
-        return GREEDY
-    return CANDIDATES if "candidates" in prompt.slots else BEAM
-
-
-def plan_task(task_name: str, *, zero_shot_domain: bool = False) -> TaskPlan:
+def plan_task(task_name: str, *, zero_shot_domain: bool = False,
+              protocol: str = protocols.EXACT) -> TaskPlan:
     """The plan of a task named `p5_{dataset}_{family}_{prompt}`.
 
     With `zero_shot_domain` (a model trained on another dataset) every task counts as unseen.
     """
-    for prompt in prompts.PROMPTS:
-        suffix = f"_{prompt.family}_{prompt.task_suffix}"
-        if task_name.startswith("p5_") and task_name.endswith(suffix):
-            dataset = task_name[len("p5_"):-len(suffix)]
-            if dataset:
-                return TaskPlan(task=task_name, dataset=dataset, prompt=prompt,
-                                decoding=decoding_for(prompt),
-                                unseen=zero_shot_domain or not prompt.seen)
-    raise ValueError(f"{task_name!r} is not a P5 task name (p5_<dataset>_<family>_<prompt>)")
+    dataset, prompt = registration.parse_task_name(task_name)
+    return TaskPlan(task=task_name, dataset=dataset, prompt=prompt,
+                    decoding=protocols.decoding_for(prompt, protocol),
+                    unseen=zero_shot_domain or not prompt.seen, protocol=protocol)
 
 
 def task_names(mixture_or_task: str, *, include_unseen: bool = True) -> list[str]:
@@ -112,33 +111,7 @@ def task_names(mixture_or_task: str, *, include_unseen: bool = True) -> list[str
     return list(dict.fromkeys(names))
 
 
-# -- reading the prompt's slots back from rendered text ------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _template_regex(template: str) -> re.Pattern:
-    pattern, seen = [], set()
-    for literal, slot, _, _ in string.Formatter().parse(template):
-        pattern.append(re.escape(literal))
-        if slot:
-            pattern.append(f"(?P={slot})" if slot in seen else f"(?P<{slot}>.*?)")
-            seen.add(slot)
-    return re.compile("^" + "".join(pattern) + "$", re.DOTALL)
-
-
-def template_slots(template: str, text: str) -> dict[str, str] | None:
-    """The slot texts of `text` rendered from `template`, or None when it does not match."""
-    match = _template_regex(template).match(text)
-    return None if match is None else match.groupdict()
-
-
-def shown_items(prompt: prompts.Prompt, inputs: str, slot: str) -> list[str]:
-    """Item ids listed in one slot (`history`, `candidates`) of a rendered input."""
-    slots = template_slots(prompt.input_template, inputs)
-    if slots is None or slot not in slots:
-        return []
-    return re.findall(r"\bitem_(\S+)", slots[slot])
-
-
-# -- items of a dataset ---------------------------------------------------------------------------
+# -- items and users of a dataset -----------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ItemIndex:
     """Tokenised item targets of one dataset and the trie that constrains decoding to them."""
@@ -156,19 +129,34 @@ def build_item_index(*, item_ids: Iterable[str], vocabulary, vocab_size: int) ->
                      max_length=max(len(t) for t in tokens.values()))
 
 
+def sampled_users(user_ids: Sequence[str], *, max_users: int | None,
+                  seed: int) -> frozenset[str] | None:
+    """`max_users` of `user_ids` drawn uniformly without replacement under `seed` (never the
+    first N in file order); None (everyone) when there is no cap or it covers all users."""
+    if max_users is None or max_users >= len(user_ids):
+        return None
+    picked = np.random.default_rng(seed).choice(len(user_ids), size=max_users, replace=False)
+    return frozenset(str(user_ids[i]) for i in picked)
+
+
 # -- reading examples -----------------------------------------------------------------------------
 def _text(value) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def task_examples(task: seqio.Task, *, config: EvalConfig) -> Iterator[dict]:
-    """The task's evaluation examples as numpy dicts, in order, at most `max_examples`."""
-    dataset = task.get_dataset(sequence_length=dict(config.feature_lengths), split=config.split,
-                               shuffle=False, num_epochs=1, seed=config.seed, use_cached=False)
-    if config.max_examples is not None:
-        dataset = dataset.take(config.max_examples)
+def _ids(values) -> list[str]:
+    return [_text(v) for v in values]
+
+
+def task_examples(task: seqio.Task, *, config: EvalConfig, input_length: int,
+                  users: frozenset[str] | None = None) -> Iterator[dict]:
+    """The task's evaluation examples as numpy dicts, in order, only of `users` when given."""
+    lengths = {"inputs": input_length, "targets": config.feature_lengths["targets"]}
+    dataset = task.get_dataset(sequence_length=lengths, split=config.split, shuffle=False,
+                               num_epochs=1, seed=config.seed, use_cached=False)
     for example in dataset.as_numpy_iterator():
-        yield example
+        if users is None or _text(example["user_id"]) in users:
+            yield example
 
 
 def _padded(rows: Sequence[np.ndarray], *, length: int, num_rows: int) -> np.ndarray:
@@ -177,6 +165,13 @@ def _padded(rows: Sequence[np.ndarray], *, length: int, num_rows: int) -> np.nda
         row = np.asarray(row, np.int32)[:length]
         out[index, :row.shape[0]] = row
     return out
+
+
+def batch_length(examples: Sequence[dict], *, input_length: int) -> int:
+    """The longest input rounded up to LENGTH_MULTIPLE, at most `input_length` (padding beyond
+    the longest input changes no output, and short prompts then run on short batches)."""
+    longest = max(len(e["inputs"]) for e in examples)
+    return min(input_length, -(-longest // LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
 
 
 def model_batch(examples: Sequence[dict], *, input_length: int, batch_size: int) -> dict:
@@ -202,10 +197,12 @@ def _chunks(iterable: Iterable[dict], size: int) -> Iterator[list[dict]]:
 
 
 # -- decoding one batch ---------------------------------------------------------------------------
-def _beam_outputs(predictor, batch, count, *, vocabulary, items: ItemIndex, config) -> list:
+def _beam_outputs(predictor, batch, count, *, vocabulary, items: ItemIndex, config,
+                  constrained: bool) -> list:
     tokens, scores = predictor.beam_search(batch, num_decodes=config.num_beams,
                                            max_decode_length=items.max_length,
-                                           alpha=config.alpha, trie=items.trie)
+                                           alpha=config.alpha,
+                                           trie=items.trie if constrained else None)
     outputs = []
     for row in range(count):
         beams = [inference.decode_tokens(vocabulary=vocabulary, tokens=tokens[row, k])
@@ -215,24 +212,54 @@ def _beam_outputs(predictor, batch, count, *, vocabulary, items: ItemIndex, conf
     return outputs
 
 
-def _candidate_outputs(predictor, batch, examples, *, plan, vocabulary, items: ItemIndex,
+def _item_tokens(ids: Sequence[str], *, items: ItemIndex, vocabulary) -> list[tuple[int, ...]]:
+    missing = [i for i in ids if i not in items.tokens]
+    extra = inference.tokenize_item_ids(vocabulary=vocabulary, item_ids=missing)
+    return [items.tokens.get(i) or extra[i] for i in ids]
+
+
+def _score_sequences(predictor, batch, token_lists, *, config, round_to: int = 16,
+                     append_eos: bool = True) -> np.ndarray:
+    """log p(sequence | input) [B, C] of each example's token sequences (padded rows score 0).
+    The candidate axis is padded to a multiple of `round_to` (fewer compiled shapes)."""
+    width = -(-max(len(ts) for ts in token_lists) // round_to) * round_to
+    length = max(len(t) + (append_eos and t[-1:] != (inference.EOS_ID,))
+                 for ts in token_lists for t in ts)
+    rows = len(batch["encoder_input_tokens"])
+    candidates, _ = scoring.pad_candidates(token_lists + [[]] * (rows - len(token_lists)),
+                                           num_candidates=width, length=length,
+                                           append_eos=append_eos)
+    chunk = config.candidate_chunk_size
+    return predictor.score_candidates(batch, candidates,
+                                      chunk_size=chunk if chunk and width % chunk == 0 else 0)
+
+
+def _candidate_outputs(predictor, batch, examples, *, vocabulary, items: ItemIndex,
                        config) -> list:
-    shown = [shown_items(plan.prompt, _text(e["inputs_pretokenized"]), "candidates")
-             for e in examples]
-    token_lists = [[items.tokens.get(i) or inference.tokenize_item_ids(
-        vocabulary=vocabulary, item_ids=[i])[i] for i in ids] for ids in shown]
-    width = max(16, -(-max(len(ids) for ids in shown) // 16) * 16)
-    length = max([items.max_length] + [len(t) for ts in token_lists for t in ts])
-    candidates, _ = scoring.pad_candidates(token_lists + [[]] * (len(
-        batch["encoder_input_tokens"]) - len(examples)), num_candidates=width, length=length)
-    scores = predictor.score_candidates(batch, candidates,
-                                        chunk_size=_chunk(width, config.candidate_chunk_size))
-    return [[inference.ITEM_PREFIX + i for i in scoring.rank_by_scores(
-        candidates=ids, scores=scores[row])] for row, ids in enumerate(shown)]
+    """Each example's shown candidates, best first by mean log-probability per token."""
+    shown = [_ids(e["candidates"]) for e in examples]
+    token_lists = [_item_tokens(ids, items=items, vocabulary=vocabulary) for ids in shown]
+    totals = _score_sequences(predictor, batch, token_lists, config=config)
+    ranked = []
+    for row, (ids, tokens) in enumerate(zip(shown, token_lists)):
+        sizes = np.array([len(t) for t in tokens], np.float32)   # item tokens + eos
+        scores = totals[row, :len(ids)] / sizes
+        ranked.append([inference.ITEM_PREFIX + i
+                       for i in scoring.rank_by_scores(candidates=ids, scores=scores)])
+    return ranked
 
 
-def _chunk(width: int, requested: int) -> int:
-    return requested if requested and width % requested == 0 else 0
+def yes_tokens(vocabulary) -> tuple[int, ...]:
+    """The pieces of the answer "yes" (without end-of-sequence): p(yes) is their probability."""
+    return tuple(int(t) for t in vocabulary.encode("yes"))
+
+
+def _yes_outputs(predictor, batch, count, *, vocabulary, config) -> list[float]:
+    """log p("yes" | input) of each example (the first pieces of the answer, as P5 scored)."""
+    yes = [[yes_tokens(vocabulary)] for _ in range(count)]
+    scores = _score_sequences(predictor, batch, yes, config=config, round_to=1,
+                              append_eos=False)
+    return [float(scores[row, 0]) for row in range(count)]
 
 
 def _greedy_outputs(predictor, batch, count, *, vocabulary, config) -> list[str]:
@@ -242,74 +269,193 @@ def _greedy_outputs(predictor, batch, count, *, vocabulary, config) -> list[str]
 
 
 def decode_examples(*, predictor, plan: TaskPlan, examples: Sequence[dict], vocabulary,
-                    items: ItemIndex | None, config: EvalConfig) -> list:
-    """Raw outputs of one batch: a text per example, or ranked item texts (best first)."""
+                    items: ItemIndex | None, config: EvalConfig, input_length: int) -> list:
+    """Raw outputs of one batch: a text, ranked item texts (best first) or log p(yes) each."""
     batch_size = -(-config.batch_size // predictor.data_size) * predictor.data_size
-    batch = model_batch(examples, input_length=config.feature_lengths["inputs"],
+    batch = model_batch(examples, input_length=batch_length(examples, input_length=input_length),
                         batch_size=batch_size)
-    if plan.decoding == BEAM:
-        return _beam_outputs(predictor, batch, len(examples), vocabulary=vocabulary,
-                             items=items, config=config)
+    count = len(examples)
+    if plan.decoding in (BEAM, FREE_BEAM):
+        return _beam_outputs(predictor, batch, count, vocabulary=vocabulary, items=items,
+                             config=config, constrained=plan.decoding == BEAM)
     if plan.decoding == CANDIDATES:
-        return _candidate_outputs(predictor, batch, examples, plan=plan, vocabulary=vocabulary,
+        return _candidate_outputs(predictor, batch, examples, vocabulary=vocabulary,
                                   items=items, config=config)
-    return _greedy_outputs(predictor, batch, len(examples), vocabulary=vocabulary, config=config)
+    if plan.decoding == YES_RANK:
+        return _yes_outputs(predictor, batch, count, vocabulary=vocabulary, config=config)
+    return _greedy_outputs(predictor, batch, count, vocabulary=vocabulary, config=config)
 
 
-# -- one task, many tasks -------------------------------------------------------------------------
-def _score(task: seqio.Task, targets_text: list[str], outputs: list) -> tuple[list, list, dict]:
-    postprocess = task.postprocess_fn or (lambda output, **_: output)
-    targets = [postprocess(t, example=None, is_target=True) for t in targets_text]
-    predictions = [postprocess(o, example=None, is_target=False) for o in outputs]
-    metrics: dict[str, float] = {}
-    for metric_fn in task.predict_metric_fns:
-        metrics.update(metric_fn(targets, predictions))
-    return targets, predictions, metrics
+# -- rows and scores ------------------------------------------------------------------------------
+def example_row(example: dict, output) -> dict:
+    """What is kept of one scored example: its ids, texts and the raw output."""
+    row = {"user_id": _text(example["user_id"]),
+           "inputs": _text(example["inputs_pretokenized"]),
+           "targets": _text(example["targets_pretokenized"]), "output": output}
+    for key in ("item_id", "history", "candidates"):
+        if key in example:
+            value = example[key]
+            row[key] = _text(value) if np.ndim(value) == 0 else _ids(value)
+    return row
+
+
+def rank_probes(rows: Sequence[dict]) -> list[dict]:
+    """Rows of probed items (one per candidate, output log p(yes)) -> one row per user whose
+    output ranks the user's candidates by p(yes); the target is the probe answered "yes"."""
+    by_user: dict[str, list[dict]] = {}
+    for row in rows:
+        by_user.setdefault(row["user_id"], []).append(row)
+    ranked = []
+    for user, probes in by_user.items():
+        items = [p["item_id"] for p in probes]
+        targets = [p["item_id"] for p in probes if p["targets"] == "yes"]
+        order = scoring.rank_by_scores(candidates=items, scores=[p["output"] for p in probes])
+        ranked.append({"user_id": user, "inputs": probes[0]["inputs"],
+                       "targets": inference.ITEM_PREFIX + (targets[0] if targets else ""),
+                       "candidates": items,
+                       "output": [inference.ITEM_PREFIX + i for i in order]})
+    return ranked
+
+
+def _interval_kind(plan: TaskPlan) -> str | None:
+    if plan.decoding in protocols.RANKING_DECODINGS:
+        return "ranking"
+    return {"rating": "rating", "yes_no": "accuracy", "like": "accuracy"}.get(plan.prompt.output)
+
+
+def score_rows(task: seqio.Task, plan: TaskPlan, rows: Sequence[dict], *,
+               config: EvalConfig) -> tuple[dict, dict]:
+    """(metrics, intervals) of the rows; each row gains its parsed `target` and `prediction`."""
+    if plan.decoding in protocols.RANKING_DECODINGS:
+        postprocess, metric_fns = postprocessors.item_list_postprocessor, [metrics.ranking_metrics]
+    else:
+        postprocess = task.postprocess_fn or (lambda output, **_: output)
+        metric_fns = task.predict_metric_fns
+    for row in rows:
+        row["target"] = postprocess(row["targets"], example=None, is_target=True)
+        row["prediction"] = postprocess(row["output"], example=None, is_target=False)
+    targets, predictions = [r["target"] for r in rows], [r["prediction"] for r in rows]
+    values: dict[str, float] = {}
+    for metric_fn in metric_fns:
+        values.update(metric_fn(targets, predictions))
+    kind = _interval_kind(plan)
+    bounds = {}
+    if kind is not None:
+        bounds = intervals.metric_intervals(kind, targets, predictions,
+                                            [r["user_id"] for r in rows],
+                                            num_resamples=config.bootstrap_resamples,
+                                            seed=config.seed)
+    return values, bounds
+
+
+def offered_candidates(dataset: str) -> int:
+    """Candidates each test example of the dataset offers: the target and its negatives."""
+    spec = registration.registered_spec(dataset)
+    negatives = catalog.manifest(dataset).get("negatives_per_user", spec.num_candidates - 1)
+    return min(spec.num_candidates, int(negatives) + 1)
+
+
+def candidate_check(rows: Sequence[dict], *, offered: int,
+                    min_share: float) -> tuple[dict, list[str], bool]:
+    """(shown-count figures, notes, whether ranking metrics must be withheld)."""
+    shown = [len(r.get("candidates", ())) for r in rows]
+    figures = {"candidates_offered": float(offered), "candidates_shown_min": float(min(shown)),
+               "candidates_shown_mean": float(np.mean(shown))}
+    notes, withhold = [], False
+    if min(shown) < offered:
+        short = sum(s < offered for s in shown)
+        notes.append(f"{short} of {len(shown)} examples show fewer than the {offered} candidates "
+                     f"offered (min {min(shown)}, mean {np.mean(shown):.1f}); raise the input "
+                     "length")
+        withhold = min(shown) < min_share * offered
+        if withhold:
+            notes.append(f"ranking metrics withheld: an example shows under "
+                         f"{min_share:.0%} of the candidates")
+    return figures, notes, withhold
+
+
+def _withheld(values: dict) -> dict:
+    return {k: (float("nan") if k.startswith(("hr@", "ndcg@")) else v) for k, v in values.items()}
 
 
 def evaluate_task(*, predictor, plan: TaskPlan, vocabulary, items: ItemIndex | None,
-                  config: EvalConfig) -> TaskOutput:
+                  config: EvalConfig, input_length: int,
+                  users: frozenset[str] | None = None) -> TaskOutput:
     """Decodes and scores one task; a task with no examples gets empty metrics and no rows."""
     task = seqio.get_mixture_or_task(plan.task)
-    inputs, targets_text, outputs = [], [], []
-    bar = tqdm(total=config.max_examples, desc=plan.task, unit="ex", disable=not config.progress,
+    rows = []
+    bar = tqdm(desc=f"{plan.task} ({plan.protocol})", unit="ex", disable=not config.progress,
                leave=False)
-    for examples in _chunks(task_examples(task, config=config), config.batch_size):
-        outputs += decode_examples(predictor=predictor, plan=plan, examples=examples,
-                                   vocabulary=vocabulary, items=items, config=config)
-        inputs += [_text(e["inputs_pretokenized"]) for e in examples]
-        targets_text += [_text(e["targets_pretokenized"]) for e in examples]
-        bar.update(len(examples))
+    examples = task_examples(task, config=config, input_length=input_length, users=users)
+    for chunk in _chunks(examples, config.batch_size):
+        outputs = decode_examples(predictor=predictor, plan=plan, examples=chunk,
+                                  vocabulary=vocabulary, items=items, config=config,
+                                  input_length=input_length)
+        rows += [example_row(e, o) for e, o in zip(chunk, outputs)]
+        bar.update(len(chunk))
     bar.close()
-    metrics, rows = {"count": 0.0}, []
-    if outputs:
-        targets, predictions, metrics = _score(task, targets_text, outputs)
-        rows = [{"inputs": i, "targets": t, "output": o, "target": tv, "prediction": pv}
-                for i, t, o, tv, pv in zip(inputs, targets_text, outputs, targets, predictions)]
-    if plan.decoding == CANDIDATES and rows:
-        metrics["mean_candidates"] = float(np.mean(
-            [len(shown_items(plan.prompt, r["inputs"], "candidates")) for r in rows]))
+    if plan.decoding == YES_RANK:
+        rows = rank_probes(rows)
+    values, bounds, notes = {"count": 0.0}, {}, []
+    if rows:
+        values, bounds = score_rows(task, plan, rows, config=config)
+    if rows and plan.shows_candidates:
+        figures, notes, withhold = candidate_check(
+            rows, offered=offered_candidates(plan.dataset), min_share=config.min_candidate_share)
+        values.update(figures)
+        if withhold:
+            values, bounds = _withheld(values), {}
+    if plan.decoding == FREE_BEAM and plan.family == "explanation":
+        notes.append("explanations decoded greedily")
     result = report.TaskResult(task=plan.task, family=plan.family, prompt=plan.prompt.id,
-                               metrics=metrics, unseen=plan.unseen)
+                               metrics=values, unseen=plan.unseen, intervals=bounds,
+                               notes=tuple(notes))
     return TaskOutput(plan=plan, result=result, rows=rows)
 
 
+# -- many tasks, one or more protocols ------------------------------------------------------------
+def input_length_for(plan: TaskPlan, *, config: EvalConfig, vocabulary, items) -> int:
+    """The configured input length, or for a candidate prompt (with `fit_candidates`) the
+    length that shows every offered candidate and a full history, when that is longer."""
+    base = config.feature_lengths["inputs"]
+    if not (config.fit_candidates and plan.shows_candidates):
+        return base
+    needed = eval_lengths.needed_input_length(
+        plan.prompt, vocabulary=vocabulary, item_tokens=items.tokens,
+        users=catalog.users(plan.dataset), num_candidates=offered_candidates(plan.dataset))
+    return max(base, needed)
+
+
 def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
+                   protocol_names: Sequence[str] = (protocols.EXACT,),
                    zero_shot_domain: bool = False,
-                   item_ids_fn=catalog.item_ids) -> list[TaskOutput]:
-    """Evaluates each task in turn; item indexes are built once per dataset, when needed."""
+                   item_ids_fn=catalog.item_ids) -> dict[str, list[TaskOutput]]:
+    """{protocol: outputs}: each task under each protocol; a task whose decoding is the same
+    under two protocols is decoded once. Item indexes are built once per dataset."""
     indexes: dict[str, ItemIndex] = {}
-    outputs = []
+    results: dict[str, list[TaskOutput]] = {p: [] for p in map(protocols.check, protocol_names)}
     for name in tqdm(task_names, desc="tasks", unit="task", disable=not config.progress):
-        plan = plan_task(name, zero_shot_domain=zero_shot_domain)
         vocabulary = seqio.get_mixture_or_task(name).output_features["targets"].vocabulary
-        items = None
-        if plan.decoding != GREEDY:
-            if plan.dataset not in indexes:
-                indexes[plan.dataset] = build_item_index(
-                    item_ids=item_ids_fn(plan.dataset), vocabulary=vocabulary,
-                    vocab_size=predictor.vocab_size)
-            items = indexes[plan.dataset]
-        outputs.append(evaluate_task(predictor=predictor, plan=plan, vocabulary=vocabulary,
-                                     items=items, config=config))
-    return outputs
+        done: dict[str, TaskOutput] = {}
+        for protocol in results:
+            plan = plan_task(name, zero_shot_domain=zero_shot_domain, protocol=protocol)
+            if plan.decoding in done:
+                results[protocol].append(dataclasses.replace(done[plan.decoding], plan=plan))
+                continue
+            items = None
+            if plan.decoding != GREEDY:
+                if plan.dataset not in indexes:
+                    indexes[plan.dataset] = build_item_index(
+                        item_ids=item_ids_fn(plan.dataset), vocabulary=vocabulary,
+                        vocab_size=predictor.vocab_size)
+                items = indexes[plan.dataset]
+            users = sampled_users(list(catalog.users(plan.dataset)), max_users=config.max_users,
+                                  seed=config.seed)
+            output = evaluate_task(
+                predictor=predictor, plan=plan, vocabulary=vocabulary, items=items,
+                config=config, users=users,
+                input_length=input_length_for(plan, config=config, vocabulary=vocabulary,
+                                              items=items))
+            done[plan.decoding] = output
+            results[protocol].append(output)
+    return results

@@ -35,8 +35,15 @@ def task_counts() -> dict[str, collections.Counter]:
     return counts
 
 
-def show(name: str, *, split: str, num: int, seed: int = 0) -> list[tuple[str, str]]:
-    """(input, target) texts of the first `num` examples of a task or mixture."""
+def _shown_lists(example: dict) -> str:
+    """"history 20 ids, candidates 57 ids" for the list features an example carries."""
+    parts = [f"{key} {len(example[key])} ids" for key in ("history", "candidates")
+             if key in example]
+    return ", ".join(parts)
+
+
+def show(name: str, *, split: str, num: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """(input, target, shown lists) of the first `num` examples of a task or mixture."""
     import seqio
 
     from p5_tasks import registration
@@ -48,8 +55,8 @@ def show(name: str, *, split: str, num: int, seed: int = 0) -> list[tuple[str, s
     kwargs = {"copy_pretokenized": True} if isinstance(provider, seqio.Mixture) else {}
     ds = provider.get_dataset(sequence_length=DEFAULT_LENGTHS, split=split, shuffle=False,
                               seed=seed, num_epochs=1, **kwargs)
-    return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode())
-            for ex in ds.take(num).as_numpy_iterator()]
+    return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode(),
+             _shown_lists(ex)) for ex in ds.take(num).as_numpy_iterator()]
 
 
 def main(argv=None) -> int:
@@ -67,8 +74,10 @@ def main(argv=None) -> int:
             print(f"unknown task or mixture {args.show!r}; run without --show to list them",
                   file=sys.stderr)
             return 2
-        for inputs, targets in show(args.show, split=args.split, num=args.num):
-            print(f"input:  {inputs}\ntarget: {targets}\n")
+        for inputs, targets, shown in show(args.show, split=args.split, num=args.num):
+            listed = f"shown:  {shown} (at {DEFAULT_LENGTHS['inputs']} input tokens)\n" \
+                if shown else ""
+            print(f"input:  {inputs}\ntarget: {targets}\n{listed}")
     elif args.counts:
         for dataset, counter in task_counts().items():
             detail = ", ".join(f"{family} {n}" for family, n in sorted(counter.items()))

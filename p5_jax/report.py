@@ -20,16 +20,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 FAMILY_COLUMNS = {
     "rating": ("rmse", "mae", "accuracy"),
     "sequential": ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "accuracy"),
-    "explanation": ("bleu4", "rouge1", "rouge2", "rougeL", "rmse", "mae"),
-    "review": ("bleu2", "rouge1", "rouge2", "rougeL", "rmse", "mae"),
+    "explanation": ("p5_bleu4", "p5_rouge1", "p5_rouge2", "p5_rougeL", "bleu4", "rouge1",
+                    "rouge2", "rougeL", "rmse", "mae"),
+    "review": ("p5_bleu2", "p5_rouge1", "p5_rouge2", "p5_rougeL", "bleu2", "rouge1", "rouge2",
+               "rougeL", "rmse", "mae"),
     "direct": ("hr@1", "hr@5", "ndcg@5", "hr@10", "ndcg@10", "accuracy"),
 }
 FAMILY_ORDER = tuple(FAMILY_COLUMNS)
 UNPARSEABLE = "unparseable"
+INTERVALS = "intervals"   # key of a row's metric -> (low, high) 95% intervals
 COLUMN_TITLES = {
     "rmse": "RMSE", "mae": "MAE", "accuracy": "Accuracy", "bleu4": "BLEU-4", "bleu2": "BLEU-2",
     "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", UNPARSEABLE: "Unparseable",
+    "p5_bleu4": "BLEU-4 (P5)", "p5_bleu2": "BLEU-2 (P5)", "p5_rouge1": "ROUGE-1 (P5)",
+    "p5_rouge2": "ROUGE-2 (P5)", "p5_rougeL": "ROUGE-L (P5)",
 }
+# P5 computed BLEU/ROUGE on whitespace tokens without smoothing (metrics.p5_bleu, p5_rouge): its
+# published text figures sit in those columns; the plain columns are sacrebleu / rouge-score.
 
 PUBLISHED_SOURCE_NOTE = (
     "P5 (Geng et al. 2022) and later papers, on P5's Beauty split; sequential rows other than "
@@ -37,7 +44,7 @@ PUBLISHED_SOURCE_NOTE = (
     "so compare with care.")
 _SEQ = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
 _DIRECT = ("hr@1", "hr@5", "ndcg@5", "hr@10", "ndcg@10")
-_ROUGE = ("rouge1", "rouge2", "rougeL")
+_ROUGE = ("p5_rouge1", "p5_rouge2", "p5_rougeL")
 # family -> [(method, metrics)]; text metrics in percent, as our metric functions give them.
 PUBLISHED_BEAUTY = {
     "rating": [
@@ -57,13 +64,13 @@ PUBLISHED_BEAUTY = {
         )
     ],
     "explanation": [
-        (method, dict(zip(("bleu4",) + _ROUGE, values))) for method, values in (
+        (method, dict(zip(("p5_bleu4",) + _ROUGE, values))) for method, values in (
             ("P5-S 3-3, no hint (P5 paper)", (1.2237, 17.69, 2.25, 12.86)),
             ("P5-S 3-9, feature hint (P5 paper)", (1.9788, 25.63, 6.37, 19.95)),
             ("PETER (P5 paper)", (1.1541, 14.85, 2.14, 11.41)),
         )
     ],
-    "review": [("P5-S (P5 paper)", dict(zip(("bleu2",) + _ROUGE, (2.1225, 8.42, 1.67, 7.55))))],
+    "review": [("P5-S (P5 paper)", dict(zip(("p5_bleu2",) + _ROUGE, (2.1225, 8.42, 1.67, 7.55))))],
     "direct": [
         (method, dict(zip(_DIRECT, values))) for method, values in (
             ("P5-S 5-4 (P5 paper)", (0.0862, 0.2448, 0.1673, 0.3441, 0.1993)),
@@ -88,13 +95,16 @@ class TaskResult:
     """Metrics of one evaluated task.
 
     task: seqio task name; family: one of FAMILY_ORDER (another name gets its own table with
-    whatever metrics it has); prompt: prompt id such as "2-3"; unseen: a held-out prompt.
+    whatever metrics it has); prompt: prompt id such as "2-3"; unseen: a held-out prompt;
+    intervals: metric -> (low, high) 95% bootstrap interval; notes: warnings shown with the table.
     """
     task: str
     family: str
     prompt: str
     metrics: Mapping[str, float]
     unseen: bool = False
+    intervals: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.task or not self.family:
@@ -105,14 +115,20 @@ def _title(metric: str) -> str:
     return COLUMN_TITLES.get(metric, metric.upper())
 
 
-def _format(value, column: str) -> str:
-    """Counts as integers, metrics with four decimals, a dash where a row lacks the metric."""
+def _format(value, column: str, interval=None) -> str:
+    """Counts as integers, metrics with four decimals and their interval ("0.0530 [0.0412,
+    0.0661]"), a dash where a row lacks the metric."""
     if value is None:
         return "–"
     value = float(value)
     if math.isnan(value):
         return "nan"
-    return str(round(value)) if column == UNPARSEABLE else f"{value:.4f}"
+    if column == UNPARSEABLE:
+        return str(round(value))
+    text = f"{value:.4f}"
+    if interval is not None and all(b is not None for b in interval):
+        text += f" [{float(interval[0]):.4f}, {float(interval[1]):.4f}]"
+    return text
 
 
 def _families(results: Sequence[TaskResult], baselines: Baselines) -> list[str]:
@@ -126,7 +142,7 @@ def _columns(family: str, rows: Sequence[Mapping[str, float]]) -> list[str]:
     keys = set().union(*(row.keys() for row in rows)) if rows else set()
     preferred = FAMILY_COLUMNS.get(family)
     if preferred is None:
-        preferred = sorted(k for k in keys if k not in (UNPARSEABLE, "count")
+        preferred = sorted(k for k in keys if k not in (UNPARSEABLE, "count", INTERVALS)
                            and not k.endswith("_rate"))
     columns = [c for c in preferred if c in keys]
     return columns + ([UNPARSEABLE] if UNPARSEABLE in keys else [])
@@ -136,13 +152,22 @@ def _table(columns: Sequence[str], rows: Sequence[tuple[str, str, Mapping]]) -> 
     header = ["Prompt / method", "Task"] + [_title(c) for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, task, metrics in rows:
-        cells = [label, task] + [_format(metrics.get(c), c) for c in columns]
+        bounds = metrics.get(INTERVALS) or {}
+        cells = [label, task] + [_format(metrics.get(c), c, bounds.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def _with_intervals(result: TaskResult) -> dict:
+    return {**result.metrics, INTERVALS: dict(result.intervals)}
+
+
+def _notes(results: Sequence[TaskResult], family: str) -> list[str]:
+    return [f"- {r.task}: {note}" for r in results if r.family == family for note in r.notes]
+
+
 def _family_rows(family, results, baselines, published, *, unseen):
-    rows = [(r.prompt, r.task, r.metrics) for r in results
+    rows = [(r.prompt, r.task, _with_intervals(r)) for r in results
             if r.family == family and r.unseen == unseen]
     if not rows:
         return []
@@ -168,6 +193,9 @@ def markdown_report(*, dataset: str, results: Sequence[TaskResult],
                 continue
             columns = _columns(family, [m for _, _, m in rows])
             lines += [f"### {heading}", ""] + _table(columns, rows) + [""]
+        notes = _notes(results, family)
+        if notes:
+            lines += ["Notes:", ""] + notes + [""]
         if not any(r.family == family for r in results):
             rows = [(f"baseline: {n}", "", m) for n, m in baselines[family].items()]
             columns = _columns(family, [m for _, _, m in rows])
@@ -205,7 +233,9 @@ def results_json(*, dataset: str, results: Sequence[TaskResult],
     return _json_safe({
         "dataset": dataset,
         "tasks": [{"task": r.task, "family": r.family, "prompt": r.prompt, "unseen": r.unseen,
-                   "metrics": dict(r.metrics)} for r in results],
+                   "metrics": dict(r.metrics),
+                   "intervals": {k: list(v) for k, v in r.intervals.items()},
+                   "notes": list(r.notes)} for r in results],
         "family_means": {"seen": family_means(results, unseen=False),
                          "unseen": family_means(results, unseen=True)},
         "baselines": {f: {n: dict(m) for n, m in b.items()} for f, b in (baselines or {}).items()},

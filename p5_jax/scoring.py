@@ -64,10 +64,11 @@ def candidate_log_likelihoods(*, module, params, batch, candidates_BxCxT: jax.Ar
 
 
 def pad_candidates(token_lists: Sequence[Sequence[Sequence[int]]], *, num_candidates: int,
-                   length: int) -> tuple[np.ndarray, np.ndarray]:
+                   length: int, append_eos: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per example lists of tokenised candidates -> (tokens int32 [B, C, T], valid bool [B, C]).
 
-    Each candidate gets eos appended (if missing); missing candidates are rows of padding.
+    Each candidate gets eos appended (if missing, and unless `append_eos` is False: a prefix
+    such as the answer "yes" is then scored alone); missing candidates are rows of padding.
     """
     tokens = np.zeros((len(token_lists), num_candidates, length), np.int32)
     valid = np.zeros((len(token_lists), num_candidates), bool)
@@ -77,7 +78,7 @@ def pad_candidates(token_lists: Sequence[Sequence[Sequence[int]]], *, num_candid
                              f"room for {num_candidates}")
         for column, ids in enumerate(candidates):
             ids = list(ids)
-            if not ids or ids[-1] != EOS_ID:
+            if append_eos and (not ids or ids[-1] != EOS_ID):
                 ids.append(EOS_ID)
             if len(ids) > length:
                 raise ValueError(f"a candidate of {len(ids)} tokens exceeds length {length}")

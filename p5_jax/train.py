@@ -19,6 +19,7 @@ import seqio
 from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
+from p5_tasks import registration
 
 from p5_jax import (checkpoints, feature_converter, gin_bindings, input_pipeline, partitioning, summaries, trainer, vocabulary)
 
@@ -46,8 +47,14 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           accumulation_steps: int = 1, seed: int = 0, log_every: int = 100,
           eval_every: int = 0, eval_steps: int = 20, checkpoint_every: int = 1000,
           keep_checkpoints: int = 3, sentencepiece_model_file: str | None = None,
-          show_progress: bool = True):
-    """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`."""
+          sequential_sampling: str = "p5", show_progress: bool = True):
+    """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
+
+    `sequential_sampling`: "p5" (targets from the last three training positions, as P5's code)
+    or "all_prefixes" (any cut point: more distinct examples for small, data-hungry runs).
+    """
+    if sequential_sampling != "p5":
+        registration.set_sequential_sampling(sequential_sampling)
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
     partitioning.check_batch_size(batch_size=batch_size, mesh=mesh,
                                   accumulation_steps=accumulation_steps)

@@ -145,7 +145,9 @@ class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
             return str(override)
         root = str(paths.prepared_root())
         if root not in self._default_files:
-            self._default_files[root] = str(self._resolve_path())
+            import tensorflow as tf  # noqa: deferred; training reads prepared records eagerly
+            with tf.init_scope():    # even when first asked from inside a tf.data map
+                self._default_files[root] = str(self._resolve_path())
         return self._default_files[root]
 
     def _ensure_file(self) -> None:

@@ -1,4 +1,5 @@
-"""Per-dataset item catalogue (`<prepared_root>/<name>/items.jsonl`), read on first use."""
+"""Per-dataset tables of a prepared dataset, read on first use: the item catalogue
+(`<prepared_root>/<name>/items.jsonl`), the users (`users.jsonl`) and the manifest."""
 from __future__ import annotations
 
 import functools
@@ -9,18 +10,23 @@ import numpy as np
 from p5_jax import paths
 
 
-@functools.lru_cache(maxsize=16)
-def _read(root: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    path = f"{root}/{dataset}/items.jsonl"
+def _records(root: str, dataset: str, table: str) -> list[dict]:
+    """The rows of `<root>/<dataset>/<table>`, a JSON object a line."""
+    path = f"{root}/{dataset}/{table}"
     try:
         with open(path, encoding="utf-8") as file:
-            records = [json.loads(line) for line in file if line.strip()]
+            return [json.loads(line) for line in file if line.strip()]
     except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"{dataset} is not prepared under {root} (no items.jsonl); run "
+            f"{dataset} is not prepared under {root} (no {table}); run "
             f"python -m p5_jax.data.prepare --dataset {dataset}") from error
+
+
+@functools.lru_cache(maxsize=16)
+def _read(root: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    records = _records(root, dataset, "items.jsonl")
     if not records:
-        raise ValueError(f"{path} lists no items")
+        raise ValueError(f"{root}/{dataset}/items.jsonl lists no items")
     ids = np.array([r["item_id"] for r in records], dtype=object)
     titles = np.array([r.get("title", "") for r in records], dtype=object)
     return ids, titles
@@ -36,5 +42,27 @@ def item_titles(dataset: str) -> np.ndarray:
     return _read(str(paths.prepared_root()), dataset)[1]
 
 
+@functools.lru_cache(maxsize=16)
+def _read_users(root: str, dataset: str) -> dict[str, str]:
+    return {str(r["user_id"]): r.get("user_desc", "") for r in _records(root, dataset,
+                                                                         "users.jsonl")}
+
+
+def users(dataset: str) -> dict[str, str]:
+    """user id -> user description of the prepared dataset, in file order."""
+    return _read_users(str(paths.prepared_root()), dataset)
+
+
+def manifest(dataset: str) -> dict:
+    """The prepared dataset's manifest.json."""
+    path = paths.prepared_root() / dataset / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{dataset} is not prepared (no {path}); run "
+                                f"python -m p5_jax.data.prepare --dataset {dataset}") from error
+
+
 def clear_cache() -> None:
     _read.cache_clear()
+    _read_users.cache_clear()

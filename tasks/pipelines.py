@@ -21,7 +21,7 @@ OUTPUT_METRICS = {
                            (metrics.rating_and_explanation_metrics,)),
     "summary": (postprocessors.text_postprocessor, (metrics.review_summary_metrics,)),
 }
-_TEXT_SLOTS = ("item_title", "review_text", "summary", "explanation")
+_TEXT_SLOTS = ("item_title", "item_brand", "item_price", "review_text", "summary", "explanation")
 
 
 def _review_steps(prompt: Prompt) -> list:
@@ -34,14 +34,19 @@ def _review_steps(prompt: Prompt) -> list:
     return steps
 
 
-def _sequence_steps(prompt: Prompt, *, dataset: str, num_candidates: int) -> list:
+def _sequence_steps(prompt: Prompt, *, dataset: str, num_candidates: int,
+                    sequential_sampling: str) -> list:
     if prompt.family == "sequential":
         steps = [functools.partial(pre.filter_usable_sequences, min_train_history=2),
-                 pre.add_sample_seed, pre.next_item_from_prefix]
+                 pre.add_sample_seed,
+                 functools.partial(pre.next_item_from_prefix, sampling=sequential_sampling)]
     else:
         steps = [functools.partial(pre.filter_usable_sequences, min_train_history=1),
                  pre.add_sample_seed, pre.positive_from_history]
-    if prompt.output == "yes_no":   # the probed item fills {item_id} and/or {item_title}
+    if prompt.output == "yes_no" and prompt.family == "direct":  # ranked by p(yes) in eval
+        steps.append(functools.partial(pre.add_ranked_probes, dataset_name=dataset,
+                                       num_candidates=num_candidates))
+    elif prompt.output == "yes_no":  # the probed item fills {item_id} and/or {item_title}
         steps.append(functools.partial(pre.add_probe_item, dataset_name=dataset))
     if "item_title" in prompt.slots:
         steps.append(functools.partial(pre.add_item_titles, dataset_name=dataset))
@@ -53,12 +58,14 @@ def _sequence_steps(prompt: Prompt, *, dataset: str, num_candidates: int) -> lis
     return steps
 
 
-def preprocessors(prompt: Prompt, *, dataset: str, kind: str, num_candidates: int) -> list:
+def preprocessors(prompt: Prompt, *, dataset: str, kind: str, num_candidates: int,
+                  sequential_sampling: str = "p5") -> list:
     """Sampling -> length fit -> shuffle -> render -> tokenize -> EOS -> whole-word ids."""
     if kind == "reviews":
         steps = _review_steps(prompt)
     else:
-        steps = _sequence_steps(prompt, dataset=dataset, num_candidates=num_candidates)
+        steps = _sequence_steps(prompt, dataset=dataset, num_candidates=num_candidates,
+                                sequential_sampling=sequential_sampling)
     text_slots = [s for s in _TEXT_SLOTS if s in prompt.slots + prompt.target_slots]
     steps.append(functools.partial(rendering.filter_nonempty, fields=text_slots))
     steps.append(functools.partial(rendering.fit_lists_to_length, prompt=prompt))

@@ -17,6 +17,9 @@ MAX_HISTORY = 20
 NUM_CANDIDATES = 100
 JOINERS = (",", "->")           # rendered " , " and " -> "
 _SALT_PREFIX, _SALT_PROBE, _SALT_NEG, _SALT_STAR, _SALT_JOIN, _SALT_SHUFFLE = range(1, 7)
+_SALT_START = 7
+# Training targets of sequential prompts: P5's (last three positions) or any cut point.
+SEQUENTIAL_SAMPLINGS = ("p5", "all_prefixes")
 
 
 def _seed(ex, salt: int) -> tf.Tensor:
@@ -58,18 +61,46 @@ def filter_has_explanation(dataset):
     return dataset.filter(lambda ex: tf.strings.length(ex["explanation"]) > 0)
 
 
-@seqio.map_over_dataset
-def next_item_from_prefix(ex, *, max_history: int = MAX_HISTORY):
-    """Training: {history: [a, b, c, d]} -> {history: [a, b], target: c} for a random cut;
-    evaluation keeps the stored history and target. Histories keep their last `max_history`."""
-    history = ex["history"]
-    end = 1 + _uniform_int(ex, _SALT_PREFIX, tf.maximum(tf.size(history) - 1, 1))
-    ex = dict(ex)
-    train_target = tf.gather(history, tf.minimum(end, tf.size(history) - 1))
-    ex["target"] = tf.where(ex["is_train"], train_target, ex["target"])
-    cut = tf.where(ex["is_train"], end, tf.size(history))
-    ex["history"] = history[tf.maximum(cut - max_history, 0):cut]
-    return ex
+def _p5_window(ex, n):
+    """(start, end) as P5's code draws them (src/pretrain_data.py): the target `history[end]` at
+    one of the last three positions but never before the third item, then the history start at
+    one of the first three items, leaving at least two. With 3 items: [a, b] -> c; with 2 (P5
+    has none): [a] -> b."""
+    first_end = tf.maximum(tf.minimum(2, n - 1), n - 3)
+    end = first_end + _uniform_int(ex, _SALT_PREFIX, n - first_end)
+    return _uniform_int(ex, _SALT_START, 1 + tf.clip_by_value(end - 2, 0, 2)), end
+
+
+def _all_prefixes_window(ex, n):
+    """(0, end): any cut point; the target `history[end]` is any item after the first."""
+    return tf.constant(0), 1 + _uniform_int(ex, _SALT_PREFIX, tf.maximum(n - 1, 1))
+
+
+_WINDOWS = {"p5": _p5_window, "all_prefixes": _all_prefixes_window}
+
+
+def check_sequential_sampling(sampling: str) -> str:
+    """`sampling` if it names a sequential sampling, else a ValueError."""
+    if sampling not in SEQUENTIAL_SAMPLINGS:
+        raise ValueError(f"sequential_sampling must be one of {SEQUENTIAL_SAMPLINGS}, "
+                         f"got {sampling!r}")
+    return sampling
+
+
+def next_item_from_prefix(dataset, *, sampling: str = "p5", max_history: int = MAX_HISTORY):
+    """Training: {history: [a, .., j]} -> {history: [b, .., g], target: h}, the window drawn as
+    `sampling` says ("p5": `_p5_window`, "all_prefixes": `_all_prefixes_window`); evaluation
+    keeps the stored history and target. Histories keep their last `max_history` items."""
+    window = _WINDOWS[check_sequential_sampling(sampling)]
+
+    def cut(ex):
+        history, n, is_train = ex["history"], tf.size(ex["history"]), ex["is_train"]
+        start, end = tf.cond(is_train, lambda: window(ex, n), lambda: (tf.constant(0), n))
+        target = tf.cond(is_train, lambda: tf.gather(history, end), lambda: ex["target"])
+        kept = history[tf.maximum(start, end - max_history):end]
+        return {**ex, "target": target, "history": kept}
+
+    return dataset.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 @seqio.map_over_dataset
@@ -122,6 +153,26 @@ def add_probe_item(dataset, *, dataset_name: str):
         return ex
 
     return dataset.map(probe, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def add_ranked_probes(dataset, *, dataset_name: str, num_candidates: int = NUM_CANDIDATES):
+    """Direct yes/no prompts (5-1..5-4), ranked as P5 evaluated them.
+
+    Training: one probe per record, as `add_probe_item`. Evaluation: one example per candidate
+    (the target first, then the prepared negatives, `num_candidates` in all), each with
+    `item_id` = that candidate and `answer` yes for the target only; the evaluation ranks a
+    user's candidates by p(yes). {target: t, negatives: [a, b]} -> 3 examples probing t, a, b.
+    """
+    train = add_probe_item(dataset.filter(lambda ex: ex["is_train"]), dataset_name=dataset_name)
+
+    def expand(ex):
+        candidates = tf.concat([[ex["target"]], ex["negatives"][:num_candidates - 1]], axis=0)
+        answers = tf.where(tf.range(tf.size(candidates)) == 0, "yes", "no")
+        probes = tf.data.Dataset.from_tensor_slices((candidates, answers))
+        return probes.map(lambda item, answer: {**ex, "item_id": item, "answer": answer})
+
+    evaluation = dataset.filter(lambda ex: tf.logical_not(ex["is_train"])).flat_map(expand)
+    return train.concatenate(evaluation)
 
 
 def add_candidates(dataset, *, dataset_name: str, num_candidates: int = NUM_CANDIDATES):

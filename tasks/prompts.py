@@ -188,7 +188,9 @@ PROMPTS: tuple[Prompt, ...] = (
     _p("5-7", "direct", "item", "Which of these items should {user_id} get ? {candidates}", _ITEM),
     _p("5-8", "direct", "item", "Out of {candidates} , choose one item to recommend to {user_id} .",
        _ITEM, seen=False),
-    # Zero-shot cold start: item metadata only, never trained on.
+    # Zero-shot cold start: item metadata only, never trained on. Z-1..Z-7 follow P5 (title,
+    # brand, price); Z-8 and Z-9 are this project's and show only the title, the one piece of
+    # metadata a dataset without brands or prices (MovieLens) has, as P5's own Z-7 does.
     _p("Z-1", "zeroshot", "like", "{user_id} sees \" {item_title} \" by {item_brand} at "
        "{item_price} . like or dislike ?", "{like}", seen=False),
     _p("Z-2", "zeroshot", "rating", "The item \" {item_title} \" from {item_brand} costs "
@@ -203,6 +205,10 @@ PROMPTS: tuple[Prompt, ...] = (
        "{item_brand} ) {rating} stars . Explain it with a word on {feature} .", _EXPL, seen=False),
     _p("Z-7", "zeroshot", "explanation", "Explain the opinion of {user_desc} about \" {item_title} \" .",
        _EXPL, seen=False),
+    _p("Z-8", "zeroshot", "like", "{user_id} has never seen \" {item_title} \" . Will this user "
+       "like or dislike it ?", "{like}", seen=False),
+    _p("Z-9", "zeroshot", "rating", "\" {item_title} \" is new to {user_desc} . Predict the star "
+       "rating from 1 to 5 .", _RATING, seen=False),
 )
 
 _BY_ID = {prompt.id: prompt for prompt in PROMPTS}

@@ -1,9 +1,12 @@
 """Mixing rates following P5's per-epoch sampling, read from the manifest when mixing starts.
 
-Per epoch P5 draws: rating 1 example per review, sequential 5 (next item) + 5 (from candidates)
-+ 10 (yes/no) per user, explanation 1 per explained review, review 1 per review, direct
-10 (yes/no) + 5 (from candidates) per user. A group's examples are shared evenly among its
-seen prompts, so a task's rate is its expected examples per epoch.
+Per epoch P5's training loop draws, per family: rating 1 example per review, sequential
+5 (next item) + 5 (from candidates) + 10 (yes/no) = 20 per user, explanation 1 per explained
+review, review 1 per review, direct 10 (yes/no) + 5 (from candidates) = 15 per user. Those
+numbers only size each family's total: every example then takes its template uniformly from
+the family's whole seen list (P5's src/pretrain_data.py). So a task's rate, its expected
+examples per epoch, is its family's total divided by the family's seen prompts on the dataset
+(Beauty, 12 seen sequential prompts: 20/12 per user each).
 """
 from __future__ import annotations
 
@@ -13,24 +16,11 @@ import json
 from p5_jax import paths
 from p5_tasks.prompts import Prompt
 
-# group -> (examples per record, manifest count the records are).
-GROUPS = {
+# family -> (examples per record per epoch, manifest count the records are).
+FAMILY_EXAMPLES = {
     "rating": (1, "reviews"), "review": (1, "reviews"), "explanation": (1, "explanations"),
-    "sequential_next": (5, "users"), "sequential_candidates": (5, "users"),
-    "sequential_yes_no": (10, "users"),
-    "direct_yes_no": (10, "users"), "direct_candidates": (5, "users"),
-    "zeroshot": (1, "reviews"),
+    "sequential": (5 + 5 + 10, "users"), "direct": (10 + 5, "users"), "zeroshot": (1, "reviews"),
 }
-
-
-def group_of(prompt: Prompt) -> str:
-    if prompt.family in ("sequential", "direct"):
-        if prompt.output == "yes_no":
-            return f"{prompt.family}_yes_no"
-        if "candidates" in prompt.slots:
-            return f"{prompt.family}_candidates"
-        return "sequential_next"
-    return prompt.family
 
 
 @functools.lru_cache(maxsize=32)
@@ -41,16 +31,20 @@ def _counts(root: str, dataset: str) -> dict:
     return json.loads((folder / "manifest.json").read_text())["counts"]
 
 
-def examples_per_epoch(task=None, *, dataset: str, group: str, prompts_in_group: int) -> float:
-    """seqio rate function (called with the Task): this prompt's share of its group."""
+def family_examples_per_epoch(*, dataset: str, family: str) -> int:
+    """P5's examples per epoch of one family on `dataset`."""
+    per_record, count_key = FAMILY_EXAMPLES[family]
+    return per_record * _counts(str(paths.prepared_root()), dataset)[count_key]
+
+
+def examples_per_epoch(task=None, *, dataset: str, family: str, seen_in_family: int) -> float:
+    """seqio rate function (called with the Task): this prompt's share of its family."""
     del task
-    per_record, count_key = GROUPS[group]
-    count = _counts(str(paths.prepared_root()), dataset)[count_key]
-    return float(per_record * count) / prompts_in_group
+    return family_examples_per_epoch(dataset=dataset, family=family) / seen_in_family
 
 
 def rate_fn(*, dataset: str, prompt: Prompt, seen_prompts):
-    group = group_of(prompt)
-    size = sum(1 for p in seen_prompts if group_of(p) == group)
-    return functools.partial(examples_per_epoch, dataset=dataset, group=group,
-                             prompts_in_group=size)
+    """The rate of seen `prompt` among the dataset's `seen_prompts`."""
+    size = sum(1 for p in seen_prompts if p.family == prompt.family)
+    return functools.partial(examples_per_epoch, dataset=dataset, family=prompt.family,
+                             seen_in_family=size)

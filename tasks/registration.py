@@ -2,7 +2,11 @@
 
 Names: task `p5_{dataset}_{family}_{prompt}` (`p5_beauty_sequential_2_3`), mixtures
 `p5_{dataset}_{family}` (seen prompts), `p5_{dataset}_all` (every seen prompt at P5's rates),
-`p5_{dataset}_unseen` (held-out prompts, evaluation only), and `p5_all_datasets`.
+`p5_{dataset}_unseen` (held-out prompts, evaluation only), `p5_{dataset}_zeroshot` (its Z
+prompts over item metadata, where it has them), and `p5_all_datasets`.
+Sequential training targets follow P5's code by default;
+`set_sequential_sampling("all_prefixes")` switches every registered dataset to any-cut-point
+targets (more distinct examples for small runs).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class DatasetSpec:
     name: str
     fields: frozenset
     num_candidates: int = pipelines.pre.NUM_CANDIDATES
+    sequential_sampling: str = "p5"   # or "all_prefixes": see pre.next_item_from_prefix
 
     def __post_init__(self):
         unknown = set(self.fields) - KNOWN_FIELDS
@@ -46,10 +51,23 @@ class DatasetSpec:
                              f"known: {sorted(KNOWN_FIELDS)}")
         if self.num_candidates < 1:
             raise ValueError(f"{self.name}: num_candidates must be >= 1")
+        known = pipelines.pre.SEQUENTIAL_SAMPLINGS
+        if self.sequential_sampling not in known:
+            raise ValueError(f"{self.name}: sequential_sampling must be one of {known}, "
+                             f"got {self.sequential_sampling!r}")
 
 
 def task_name(dataset: str, prompt: prompts.Prompt) -> str:
     return f"p5_{dataset}_{prompt.family}_{prompt.task_suffix}"
+
+
+def parse_task_name(name: str) -> tuple[str, prompts.Prompt]:
+    """(dataset, prompt) of a name built by `task_name`; ValueError for any other name."""
+    for prompt in prompts.PROMPTS:
+        suffix = f"_{prompt.family}_{prompt.task_suffix}"
+        if name.startswith("p5_") and name.endswith(suffix) and len(name) > len(suffix) + 3:
+            return name[len("p5_"):-len(suffix)], prompt
+    raise ValueError(f"{name!r} is not a P5 task name (p5_<dataset>_<family>_<prompt>)")
 
 
 def _add_task(spec: DatasetSpec, prompt: prompts.Prompt) -> str:
@@ -60,7 +78,8 @@ def _add_task(spec: DatasetSpec, prompt: prompts.Prompt) -> str:
     seqio.TaskRegistry.add(
         name, source=sources.make_source(dataset=spec.name, kind=kind),
         preprocessors=pipelines.preprocessors(prompt, dataset=spec.name, kind=kind,
-                                              num_candidates=spec.num_candidates),
+                                              num_candidates=spec.num_candidates,
+                                              sequential_sampling=spec.sequential_sampling),
         output_features=OUTPUT_FEATURES, postprocess_fn=postprocess_fn, metric_fns=metric_fns,
         shuffle_buffer_size=1000)
     return name
@@ -90,6 +109,9 @@ def register_dataset(spec: DatasetSpec) -> list[str]:
     unseen = [names[p.id] for p in available if not p.seen]
     if unseen:
         _add_mixture(f"p5_{spec.name}_unseen", [(n, 1.0) for n in unseen])
+    zeroshot = [names[p.id] for p in available if p.family == "zeroshot"]
+    if zeroshot:   # cold-start prompts over item metadata: the cross-domain evaluation
+        _add_mixture(f"p5_{spec.name}_zeroshot", [(n, 1.0) for n in zeroshot])
     _REGISTERED[spec.name] = rated
     _SPECS[spec.name] = spec
     return list(names.values())
@@ -113,3 +135,13 @@ def register_all_datasets_mixture() -> None:
     tasks = [pair for dataset in sorted(_REGISTERED) for pair in _REGISTERED[dataset]]
     if tasks:
         _add_mixture(ALL_DATASETS_MIXTURE, tasks)
+
+
+def set_sequential_sampling(sampling: str) -> None:
+    """Re-registers every registered dataset with `sampling` ("p5" or "all_prefixes") for its
+    sequential training targets, and rebuilds `p5_all_datasets`. For entry points; call it
+    before building datasets."""
+    pipelines.pre.check_sequential_sampling(sampling)
+    for spec in list(_SPECS.values()):
+        register_dataset(dataclasses.replace(spec, sequential_sampling=sampling))
+    register_all_datasets_mixture()

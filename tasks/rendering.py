@@ -3,8 +3,12 @@
 A list slot (`{history}`, `{candidates}`) always stands between spaces, and SentencePiece never
 merges pieces across whitespace, so the token count of a rendered input is the count of its
 fixed text plus the counts of each listed id and joiner. `fit_lists_to_length` uses that to drop
-whole ids (oldest history items first, then trailing negatives; the true item is first in the
+whole ids (trailing negatives first, then the oldest history items; the true item is first in the
 unshuffled candidate list and always kept) so that tokenized inputs are never cut inside an id.
+
+Besides the model features, every example keeps the ids it was rendered from (`EXAMPLE_KEYS`:
+user, target or probed item, the history and candidates shown), so evaluation and baselines read
+them as data and never parse rendered text back.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from p5_tasks.prompts import LIST_SLOTS, Prompt
 
 OUTPUT_KEYS = ("inputs", "targets", "inputs_pretokenized", "targets_pretokenized",
                "inputs_whole_word_ids")
+EXAMPLE_KEYS = ("user_id", "item_id", "target", "history", "candidates")
 
 
 def _join_ids(ids, joiner) -> tf.Tensor:
@@ -87,10 +92,19 @@ def _kept_count(fixed, costs, spacer, budget):
     return tf.reduce_sum(tf.cast(fixed + totals <= budget, tf.int32))
 
 
+def _list_cost(costs, spacer):
+    """Tokens of ids joined by a one-piece spacer (0 for no ids)."""
+    return tf.maximum(tf.reduce_sum(costs + spacer) - spacer, 0)
+
+
 def fit_lists_to_length(dataset, sequence_length, output_features, *, prompt: Prompt):
-    """Drops whole ids so the tokenized input (plus EOS) fits `sequence_length["inputs"]`:
-    oldest history items first; if the candidates alone do not fit, trailing candidates too
-    (never the first, the true item). {history: 20 ids} -> {history: the newest 12 ids}."""
+    """Drops whole ids so the tokenized input (plus EOS) fits `sequence_length["inputs"]`.
+
+    Trailing candidates go first (never the first, the true item: candidates are shuffled
+    later), then the oldest history items, so a short budget shrinks the candidate list before
+    it cuts the history. {history: 20 ids, candidates: 100 ids} at a short budget ->
+    {history: 20 ids, candidates: the first 60}. Evaluation reports how many candidates each
+    example shows (`candidates` is kept as a feature)."""
     if not sequence_length or not sequence_length.get("inputs"):
         return dataset
     if not any(slot in prompt.slots for slot in LIST_SLOTS):
@@ -107,18 +121,21 @@ def fit_lists_to_length(dataset, sequence_length, output_features, *, prompt: Pr
         ex = dict(ex)
         empty = lambda slot: tf.constant("") if slot in LIST_SLOTS else slot_value(ex, slot)  # noqa
         fixed = tf.size(vocab.encode_tf(fill_template(prompt.input_template, empty)))
-        cand_total, keep_c = tf.constant(0), None
-        if "candidates" in prompt.slots:
-            costs = id_costs(ex["candidates"])
-            cand_total = tf.reduce_sum(costs + joiner_cost[","]) - joiner_cost[","]
-            keep_c = tf.maximum(_kept_count(fixed, costs, joiner_cost[","], budget), 1)
+        history_total = tf.constant(0)
         if "history" in prompt.slots:
             j = tf.where(tf.equal(ex["joiner"], ","), joiner_cost[","], joiner_cost["->"])
             newest_first = tf.reverse(id_costs(ex["history"]), [0])
-            keep_h = _kept_count(fixed + cand_total, newest_first, j, budget)
-            ex["history"] = ex["history"][tf.size(ex["history"]) - keep_h:]
-        if keep_c is not None:
+        if "candidates" in prompt.slots:
+            if "history" in prompt.slots:
+                history_total = _list_cost(newest_first, j)
+            costs = id_costs(ex["candidates"])
+            keep_c = tf.maximum(_kept_count(fixed + history_total, costs, joiner_cost[","],
+                                             budget), 1)
             ex["candidates"] = ex["candidates"][:keep_c]
+            fixed += _list_cost(costs[:keep_c], joiner_cost[","])
+        if "history" in prompt.slots:
+            keep_h = _kept_count(fixed, newest_first, j, budget)
+            ex["history"] = ex["history"][tf.size(ex["history"]) - keep_h:]
         return ex
 
     return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
@@ -146,5 +163,6 @@ def add_whole_word_ids(dataset, output_features):
 
 @seqio.map_over_dataset
 def select_output_features(ex):
-    """Keeps only the task's outputs (inputs, targets, their texts, whole-word ids)."""
-    return {k: ex[k] for k in OUTPUT_KEYS if k in ex}
+    """Keeps the task's outputs (inputs, targets, their texts, whole-word ids) and the ids the
+    example shows (`EXAMPLE_KEYS`; mixtures and the feature converter drop these)."""
+    return {k: ex[k] for k in OUTPUT_KEYS + EXAMPLE_KEYS if k in ex}

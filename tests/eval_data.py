@@ -6,6 +6,7 @@ $P5_DATA_DIR; $P5_SPM_MODEL points the tasks at a small SentencePiece model trai
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import random
@@ -109,3 +110,23 @@ def environment(tmp_root: pathlib.Path, monkeypatch) -> pathlib.Path:
     prepare(root)
     monkeypatch.setenv("P5_SPM_MODEL", str(train_vocabulary(tmp_root / "spm.model")))
     return root
+
+
+@contextlib.contextmanager
+def tasks_read(root: pathlib.Path, model_file: pathlib.Path):
+    """The registered tasks read the prepared root `root` and the SentencePiece `model_file`
+    until the block ends (catalogue and mixture-rate caches cleared on both sides)."""
+    from p5_jax import vocabulary
+    from p5_tasks import catalog, rates
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("P5_DATA_DIR", str(root))
+        catalog.clear_cache()
+        rates._counts.cache_clear()
+        vocabulary.use_sentencepiece_file(model_file)
+        try:
+            yield root
+        finally:
+            vocabulary.use_sentencepiece_file(None)
+    catalog.clear_cache()
+    rates._counts.cache_clear()

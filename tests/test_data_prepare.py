@@ -1,6 +1,7 @@
 """End to end: prepare the tiny fixtures, read the TFDS records back, check every invariant."""
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ from p5_jax.data import prepare, tfds_builders
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "data"
 
 
-def _prepare(root, fmt, *, name="tiny", indexing="random", seed=0, negatives=2):
-    return prepare.prepare_dataset(name=name, out_root=root, source=FIXTURES / fmt, fmt=fmt, indexing=indexing,
-                                   seed=seed, num_negatives=negatives, progress=False)
+def _prepare(root, fmt, *, name="tiny", indexing="random", seed=0, negatives=2, source=None, **options):
+    return prepare.prepare_dataset(name=name, out_root=root, source=source or FIXTURES / fmt, fmt=fmt,
+                                   indexing=indexing, seed=seed, num_negatives=negatives, progress=False, **options)
 
 
 def _decode(value):
@@ -39,7 +40,13 @@ def test_amazon_manifest_and_tables(amazon_root):
     manifest = json.loads((amazon_root / "tiny" / "manifest.json").read_text())
     assert manifest["counts"] == {"users": 3, "items": 6, "interactions": 11, "reviews": 11, "explanations": 6}
     assert manifest["explanation_coverage"] == pytest.approx(0.6)
-    assert manifest["splits"]["rating"] == {"train": 9, "validation": 1, "test": 1}
+    # Aligned review split: each user's validation and test item review is held out (3 + 3), the
+    # other 5 reviews split 8:1:1 (5 // 10 = 0 held out at random).
+    assert manifest["splits"]["rating"] == {"train": 5, "validation": 3, "test": 3}
+    assert (manifest["review_split"], manifest["leaks_held_out_items"]) == ("aligned", False)
+    assert (manifest["held_out_pairs"], manifest["held_out_pairs_in_review_training"]) == (6, 0)
+    assert (manifest["dedupe"], manifest["repeat_interactions"], manifest["users_too_short_for_sequences"]) == (
+        True, 0, 0)
     assert manifest["splits"]["sequential"] == {"train": 3, "validation": 3, "test": 3}
     assert not manifest["leaks_test_items"] and manifest["skipped_bad_lines"] == 0
     assert {f["md5"] for f in manifest["source_files"]} and len(manifest["source_files"]) == 3
@@ -75,6 +82,109 @@ def test_review_records_carry_explanations_and_metadata(amazon_root):
     assert sum(bool(r["explanation"]) for r in rows) == 6
 
 
+def _raw_pairs(root, kind, split, target):
+    users = {json.loads(l)["user_id"]: json.loads(l)["raw_id"] for l in (root / "tiny" / "users.jsonl").open()}
+    items = {json.loads(l)["item_id"]: json.loads(l)["raw_id"] for l in (root / "tiny" / "items.jsonl").open()}
+    return sorted((users[r["user_id"]], items[r[target]]) for r in _records(root, kind, split))
+
+
+def test_review_of_each_held_out_item_is_in_its_split(amazon_root):
+    # U1: I1 I2 I3 I4 (I3 and I4 tie: line order), U2: I2 I5 I1, U3: I6 I1 I2 I3.
+    validation = [("U1", "I3"), ("U2", "I5"), ("U3", "I2")]
+    test = [("U1", "I4"), ("U2", "I1"), ("U3", "I3")]
+    assert _raw_pairs(amazon_root, "sequences", "validation", "target") == validation
+    assert _raw_pairs(amazon_root, "sequences", "test", "target") == test
+    assert _raw_pairs(amazon_root, "reviews", "validation", "item_id") == validation
+    assert _raw_pairs(amazon_root, "reviews", "test", "item_id") == test
+    assert _raw_pairs(amazon_root, "reviews", "train", "item_id") == [
+        ("U1", "I1"), ("U1", "I2"), ("U2", "I2"), ("U3", "I1"), ("U3", "I6")]
+
+
+def test_p5_review_split_is_flagged(tmp_path, capsys):
+    manifest = _prepare(tmp_path, "amazon", review_split="p5")
+    assert manifest["splits"]["rating"] == {"train": 9, "validation": 1, "test": 1}
+    assert (manifest["review_split"], manifest["leaks_held_out_items"]) == ("p5", True)
+    assert manifest["held_out_pairs_in_review_training"] >= 4  # 6 held-out pairs, 2 reviews not in training
+    args = ["--dataset", "tiny", "--source", str(FIXTURES / "amazon"), "--format", "amazon", "--out_dir",
+            str(tmp_path / "cli"), "--num_negatives", "2"]
+    assert prepare.main(args + ["--review_split", "p5"]) == 0
+    leaked = manifest["held_out_pairs_in_review_training"]
+    assert (f"review split                 p5 (independent 8:1:1)  ** LEAKS HELD-OUT ITEMS: {leaked} of 6 "
+            "held-out (user, item) pairs are in review training **") in capsys.readouterr().out
+    assert prepare.main(args) == 0
+    out = capsys.readouterr().out
+    assert "review split                 aligned (held-out items' reviews in validation/test" in out
+    assert "LEAKS" not in out
+
+
+@pytest.mark.parametrize("options, message", [({"review_split": "random"}, "unknown review split 'random'"),
+                                              ({"dedupe": "yes"}, "dedupe must be True, False or None")])
+def test_bad_split_options_are_clear_errors(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        _prepare(tmp_path, "amazon", **options)
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.fixture()
+def repeat_source(tmp_path):
+    """UA: X1 X2 X1 X3 X2 (two repeats); UB: X3 X5 X2; UC: X6 X1 (too short)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "datamaps.json").write_text((FIXTURES / "p5_sequential" / "datamaps.json").read_text())
+    (source / "sequential_data.txt").write_text("1 1 2 1 3 2\n2 3 5 2\n3 6 1\n")
+    return source
+
+
+def _histories_and_targets(root, split):
+    return [(r["history"], r["target"], r["interacted"]) for r in _records(root, "sequences", split)]
+
+
+def test_p5_sequences_keep_repeats_by_default(tmp_path, repeat_source, capsys):
+    args = ["--dataset", "tiny", "--source", str(repeat_source), "--format", "p5_sequential", "--out_dir",
+            str(tmp_path / "out"), "--num_negatives", "1", "--indexing", "original"]
+    assert prepare.main(args) == 0
+    out = capsys.readouterr().out
+    assert "users too short              1 (fewer than 3 interactions: no sequential/direct records)" in out
+    assert "repeat interactions          2 kept in sequences" in out
+    assert "review split                 aligned (no reviews)" in out
+    root = tmp_path / "out"
+    manifest = json.loads((root / "tiny" / "manifest.json").read_text())
+    assert (manifest["dedupe"], manifest["repeat_interactions"]) == (False, 2)
+    assert manifest["duplicate_interactions_dropped_from_sequences"] == 0
+    assert manifest["users_too_short_for_sequences"] == 1 and manifest["splits"]["sequential"]["test"] == 2
+    # The last line item is the test item; the history holds X1 twice; `interacted` is distinct.
+    assert _histories_and_targets(root, "test") == [(["1", "2", "1", "3"], "2", ["1", "2", "3"]),
+                                                    (["3", "5"], "2", ["3", "5", "2"])]
+    assert _histories_and_targets(root, "validation")[0] == (["1", "2", "1"], "3", ["1", "2", "3"])
+    assert all(not set(r["negatives"]) & set(r["interacted"]) for r in _records(root, "sequences", "test"))
+
+
+def test_p5_sequences_dedupe_drops_repeats(tmp_path, repeat_source, capsys):
+    args = ["--dataset", "tiny", "--source", str(repeat_source), "--format", "p5_sequential", "--out_dir",
+            str(tmp_path / "out"), "--num_negatives", "1", "--indexing", "original", "--dedupe"]
+    assert prepare.main(args) == 0
+    assert "repeat interactions          2 dropped from sequences" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "out" / "tiny" / "manifest.json").read_text())
+    assert (manifest["dedupe"], manifest["duplicate_interactions_dropped_from_sequences"]) == (True, 2)
+    assert _histories_and_targets(tmp_path / "out", "test")[0] == (["1", "2"], "3", ["1", "2", "3"])
+
+
+def test_amazon_keeps_repeats_with_no_dedupe(tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(FIXTURES / "amazon", source)
+    with open(source / "reviews_tiny.json", "a") as handle:  # Alice reviews I1 again, last
+        handle.write(json.dumps({"reviewerID": "U1", "asin": "I1", "overall": 2.0, "unixReviewTime": 400}) + "\n")
+    deduped = _prepare(tmp_path / "a", "amazon", source=source)
+    assert (deduped["dedupe"], deduped["duplicate_interactions_dropped_from_sequences"]) == (True, 1)
+    assert _raw_pairs(tmp_path / "a", "sequences", "test", "target")[0] == ("U1", "I4")
+    assert ("U1", "I1") in _raw_pairs(tmp_path / "a", "reviews", "train", "item_id")  # both I1 reviews
+    kept = _prepare(tmp_path / "b", "amazon", source=source, dedupe=False)
+    assert (kept["dedupe"], kept["repeat_interactions"]) == (False, 1)
+    assert _raw_pairs(tmp_path / "b", "sequences", "test", "target")[0] == ("U1", "I1")
+    # Both of Alice's I1 reviews follow her test item into the test split.
+    assert _raw_pairs(tmp_path / "b", "reviews", "test", "item_id").count(("U1", "I1")) == 2
+
+
 def test_splits_are_deterministic_under_the_seed(tmp_path):
     first = _prepare(tmp_path / "a", "amazon", seed=3)
     again = _prepare(tmp_path / "b", "amazon", seed=3)
@@ -99,7 +209,7 @@ def test_recbole_with_collaborative_ids_and_empty_splits(tmp_path):
     assert manifest["splits"]["explanation"] == {"train": 0, "validation": 0, "test": 0}
     validation = _records(tmp_path, "sequences", "validation")
     assert [r["user_desc"] for r in validation] == ["24-year-old male technician", "53-year-old female", "9"]
-    assert len(_records(tmp_path, "reviews", "test")) == 1
+    assert len(_records(tmp_path, "reviews", "test")) == 3  # aligned: each user's test item review
 
 
 def test_ensure_prepared_only_prepares_once(tmp_path, monkeypatch):

@@ -36,31 +36,41 @@ def test_misspelled_binding_fails_at_parse_time(clean_gin):
 def test_beauty_to_toys_is_zero_shot_on_toys(clean_gin):
     _parse(["experiments/beauty_to_toys.gin", "models/small.gin"],
            ["CHECKPOINT_PATH = '/tmp/beauty'"])
-    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == "p5_toys_all"
+    # Only toys' Z (metadata) prompts: ids do not transfer between datasets.
+    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == "p5_toys_zeroshot"
+    assert gin.query_parameter("evaluate.include_unseen") is False
     assert gin.query_parameter("evaluate.zero_shot_domain") is True
 
 
 @pytest.mark.slow
-def test_eval_writes_report_with_cap_and_unseen_tables(tmp_path, clean_gin):
+def test_eval_writes_both_protocols_with_user_cap_and_unseen_tables(tmp_path, clean_gin):
     with pytest.MonkeyPatch.context() as monkeypatch:
         eval_data.environment(tmp_path, monkeypatch)
         try:
             _parse(["runs/eval.gin", "models/tiny.gin"], [
                 f"CHECKPOINT_PATH = '{tmp_path / 'run'}'", f"MIXTURE_OR_TASK_NAME = '{TASK}'",
-                f"EVAL_OUTPUT_DIR = '{tmp_path / 'eval'}'", "MAX_EXAMPLES_PER_TASK = 3",
-                "EVAL_BATCH_SIZE = 8", "TASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 16}"])
+                f"EVAL_OUTPUT_DIR = '{tmp_path / 'eval'}'", "MAX_USERS_PER_TASK = 3",
+                "PROTOCOLS = ['exact', 'p5']", "EVAL_BATCH_SIZE = 8",
+                "TASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 16}"])
             eval_data.save_checkpoint(model=eval_entry.build_model(TASK),
                                       directory=tmp_path / "run" / "checkpoints", step=5)
             eval_entry.evaluate(show_progress=False)
         finally:
             eval_data.forget_vocabulary_file()
-    payload = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert payload["settings"]["max_examples_per_task"] == 3 and payload["settings"]["step"] == 5
-    tasks = {t["task"]: t for t in payload["tasks"]}
-    assert not tasks[TASK]["unseen"] and tasks[TASK]["metrics"]["count"] == 3
-    assert tasks["p5_musical_instruments_direct_5_8"]["unseen"]
-    assert payload["decoding"]["p5_musical_instruments_direct_5_8"] == "candidates"
-    assert "most popular (train)" in payload["baselines"]["sequential"]
-    markdown = (tmp_path / "eval" / "results.md").read_text()
-    assert "at most 3 (capped)" in markdown and "Unseen prompts (zero-shot)" in markdown
-    assert (tmp_path / "eval" / "predictions" / f"{TASK}.jsonl").is_file()
+    for protocol, candidates in (("exact", "candidates"), ("p5", "free_beam")):
+        folder = tmp_path / "eval" / protocol
+        payload = json.loads((folder / "results.json").read_text())
+        assert payload["protocol"]["name"] == protocol
+        assert payload["settings"]["max_users_per_task"] == 3 and payload["settings"]["step"] == 5
+        assert payload["data"]["review_split"] == "aligned" and not payload["data"]["warnings"]
+        tasks = {t["task"]: t for t in payload["tasks"]}
+        assert not tasks[TASK]["unseen"] and tasks[TASK]["metrics"]["count"] == 3
+        assert set(tasks[TASK]["intervals"]) >= {"hr@5", "ndcg@10"}
+        direct = tasks["p5_musical_instruments_direct_5_8"]
+        assert direct["unseen"] and direct["metrics"]["candidates_shown_min"] == 6
+        assert payload["decoding"]["p5_musical_instruments_direct_5_8"] == candidates
+        assert "most popular (train)" in payload["baselines"]["sequential"]
+        markdown = (folder / "results.md").read_text()
+        assert "at most 3, sampled at random" in markdown
+        assert "Unseen prompts (zero-shot)" in markdown and f"protocol: **{protocol}**" in markdown
+        assert (folder / "predictions" / f"{TASK}.jsonl").is_file()

@@ -10,7 +10,7 @@ import eval_data
 import p5_tasks  # noqa: F401  (registers the tasks)
 from p5_jax import eval_baselines, eval_results, evaluation, inference, partitioning, scoring
 from p5_jax.prefix_trie import PrefixTrie
-from p5_tasks import prompts
+from p5_tasks import catalog
 
 MI = "p5_musical_instruments"
 
@@ -24,18 +24,22 @@ def vocab(env):
 
 
 # -- plans and prompt slots ----------------------------------------------------------------------
-@pytest.mark.parametrize("name, dataset, prompt_id, decoding, unseen", [
-    ("p5_beauty_sequential_2_3", "beauty", "2-3", "beam", False),
-    ("p5_musical_instruments_sequential_2_13", "musical_instruments", "2-13", "beam", True),
-    ("p5_toys_sequential_2_10", "toys", "2-10", "candidates", False),
-    ("p5_beauty_direct_5_8", "beauty", "5-8", "candidates", True),
-    ("p5_beauty_rating_1_1", "beauty", "1-1", "greedy", False),
-    ("p5_beauty_zeroshot_z_1", "beauty", "Z-1", "greedy", True),
+@pytest.mark.parametrize("name, dataset, prompt_id, exact, p5, unseen", [
+    ("p5_beauty_sequential_2_3", "beauty", "2-3", "beam", "free_beam", False),
+    ("p5_musical_instruments_sequential_2_13", "musical_instruments", "2-13", "beam",
+     "free_beam", True),
+    ("p5_toys_sequential_2_10", "toys", "2-10", "candidates", "free_beam", False),
+    ("p5_beauty_direct_5_8", "beauty", "5-8", "candidates", "free_beam", True),
+    ("p5_beauty_direct_5_4", "beauty", "5-4", "yes_rank", "yes_rank", False),
+    ("p5_beauty_sequential_2_11", "beauty", "2-11", "greedy", "greedy", False),
+    ("p5_beauty_rating_1_1", "beauty", "1-1", "greedy", "greedy", False),
+    ("p5_beauty_zeroshot_z_1", "beauty", "Z-1", "greedy", "greedy", True),
 ])
-def test_plan_task(name, dataset, prompt_id, decoding, unseen):
+def test_plan_task(name, dataset, prompt_id, exact, p5, unseen):
     plan = evaluation.plan_task(name)
     assert (plan.dataset, plan.prompt.id, plan.decoding, plan.unseen) == (
-        dataset, prompt_id, decoding, unseen)
+        dataset, prompt_id, exact, unseen)
+    assert evaluation.plan_task(name, protocol="p5").decoding == p5
 
 
 def test_zero_shot_domain_marks_every_task_unseen():
@@ -47,14 +51,43 @@ def test_plan_task_rejects_other_names():
         evaluation.plan_task("glue_mnli")
 
 
-def test_shown_items_reads_history_and_candidates_back():
-    prompt = prompts.get_prompt("2-10")
-    text = prompt.input_template.format(
-        user_desc="a reader , of item_9", history="item_1 -> item_2 -> item_3-1-7",
-        candidates="item_5 , item_6 , item_7")
-    assert evaluation.shown_items(prompt, text, "history") == ["1", "2", "3-1-7"]
-    assert evaluation.shown_items(prompt, text, "candidates") == ["5", "6", "7"]
-    assert evaluation.shown_items(prompt, "unrelated text", "candidates") == []
+def test_unknown_protocol_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'p6'"):
+        evaluation.plan_task("p5_beauty_sequential_2_3", protocol="p6")
+
+
+def test_sampled_users_are_random_not_the_first_and_fixed_by_seed():
+    users = [str(u) for u in range(1000)]
+    picked = evaluation.sampled_users(users, max_users=200, seed=0)
+    assert len(picked) == 200 and picked == evaluation.sampled_users(users, max_users=200, seed=0)
+    assert picked != set(users[:200]) and picked != evaluation.sampled_users(
+        users, max_users=200, seed=1)
+    assert max(int(u) for u in picked) > 900   # drawn from the whole file
+    assert evaluation.sampled_users(users, max_users=None, seed=0) is None
+    assert evaluation.sampled_users(users, max_users=5000, seed=0) is None
+
+
+def test_rank_probes_ranks_each_users_candidates_by_p_yes():
+    rows = [{"user_id": "1", "inputs": "a", "targets": t, "item_id": i, "output": s}
+            for i, t, s in (("7", "yes", -2.0), ("8", "no", -0.5), ("9", "no", -3.0))]
+    rows += [{"user_id": "2", "inputs": "b", "targets": "yes", "item_id": "4", "output": -0.1},
+             {"user_id": "2", "inputs": "b", "targets": "no", "item_id": "5", "output": -0.9}]
+    ranked = evaluation.rank_probes(rows)
+    assert [r["output"] for r in ranked] == [["item_8", "item_7", "item_9"], ["item_4", "item_5"]]
+    assert [r["targets"] for r in ranked] == ["item_7", "item_4"]
+    assert ranked[0]["candidates"] == ["7", "8", "9"]
+
+
+def test_candidate_check_flags_short_lists_and_withholds_below_the_floor():
+    rows = [{"candidates": ["1"] * n} for n in (100, 100, 95)]
+    figures, notes, withhold = evaluation.candidate_check(rows, offered=100, min_share=0.9)
+    assert figures == {"candidates_offered": 100.0, "candidates_shown_min": 95.0,
+                       "candidates_shown_mean": pytest.approx(295 / 3)}
+    assert "1 of 3 examples show fewer than the 100" in notes[0] and not withhold
+    _, notes, withhold = evaluation.candidate_check(rows + [{"candidates": ["1"] * 40}],
+                                                    offered=100, min_share=0.9)
+    assert withhold and "withheld" in notes[-1]
+    assert evaluation.candidate_check(rows[:2], offered=100, min_share=0.9)[1:] == ([], False)
 
 
 def test_task_names_adds_unseen_prompts(env):
@@ -127,11 +160,13 @@ def test_predictor_on_eight_devices_matches_one_device(tiny):
 
 # -- one task end to end with a scripted predictor -----------------------------------------------
 class ScriptedPredictor:
-    """Stands in for `inference.Predictor`: fixed greedy text, fixed beams, candidates by order."""
+    """Stands in for `inference.Predictor`: fixed greedy text, fixed beams, candidates scored so
+    that their mean per-token score falls with their position (the first shown is best)."""
     data_size, vocab_size = 8, 256
 
     def __init__(self, vocab, *, text="4", beams=("item_3", "item_1")):
         self.vocab, self.text, self.beams = vocab, text, beams
+        self.tries = []
 
     def _tokens(self, text, length=16):
         ids = list(self.vocab.encode(text)) + [1]
@@ -141,57 +176,95 @@ class ScriptedPredictor:
         return np.stack([self._tokens(self.text)] * len(batch["encoder_input_tokens"]))
 
     def beam_search(self, batch, *, num_decodes, max_decode_length, alpha, trie):
+        self.tries.append(trie)
         rows = len(batch["encoder_input_tokens"])
         beams = [self._tokens(b) for b in self.beams] + [self._tokens("item_2")]
         scores = [-1.0 * k for k in range(len(self.beams))] + [-np.inf]
         return np.stack([beams] * rows), np.array([scores] * rows)
 
     def score_candidates(self, batch, candidates, *, chunk_size):
-        return -np.arange(candidates.shape[1], dtype=np.float32)[None].repeat(len(candidates), 0)
+        lengths = (candidates > 0).sum(-1).astype(np.float32)
+        return -np.arange(candidates.shape[1], dtype=np.float32)[None] * lengths
 
 
-def _evaluate(name, vocab, predictor, max_examples=6):
-    plan = evaluation.plan_task(name)
+def _evaluate(name, vocab, predictor, max_users=None, protocol="exact", input_length=None):
+    plan = evaluation.plan_task(name, protocol=protocol)
     items = None
     if plan.decoding != evaluation.GREEDY:
         items = evaluation.build_item_index(item_ids=[str(i) for i in range(20)],
                                             vocabulary=vocab, vocab_size=256)
-    config = evaluation.EvalConfig(batch_size=4, max_examples=max_examples, progress=False,
+    config = evaluation.EvalConfig(batch_size=4, progress=False, bootstrap_resamples=50,
                                    feature_lengths={"inputs": 128, "targets": 16})
+    users = evaluation.sampled_users(list(catalog.users(plan.dataset)), max_users=max_users,
+                                     seed=0)
     return evaluation.evaluate_task(predictor=predictor, plan=plan, vocabulary=vocab,
-                                    items=items, config=config)
+                                    items=items, config=config, users=users,
+                                    input_length=input_length or 1024)
 
 
 def test_rating_task_scores_the_decoded_text(vocab):
     out = _evaluate(f"{MI}_rating_1_1", vocab, ScriptedPredictor(vocab, text="4"))
     targets = [float(row["targets"]) for row in out.rows]
-    assert len(targets) == 6 and out.result.metrics["count"] == 6
+    assert len(targets) == out.result.metrics["count"] >= 6
     expected = math.sqrt(sum((4 - t) ** 2 for t in targets) / len(targets))
     assert out.result.metrics["rmse"] == pytest.approx(expected)
     assert out.result.metrics["unparseable"] == 0
+    low, high = out.result.intervals["rmse"]
+    assert low <= expected <= high
 
 
 def test_unparseable_outputs_are_counted_not_raised(vocab):
-    out = _evaluate(f"{MI}_rating_1_1", vocab, ScriptedPredictor(vocab, text="great"),
-                    max_examples=3)
-    assert out.result.metrics["unparseable"] == 3 and math.isnan(out.result.metrics["rmse"])
+    out = _evaluate(f"{MI}_rating_1_1", vocab, ScriptedPredictor(vocab, text="great"))
+    count = out.result.metrics["count"]
+    assert out.result.metrics["unparseable"] == count and math.isnan(out.result.metrics["rmse"])
 
 
-def test_beam_task_ranks_finite_beams(vocab):
-    out = _evaluate(f"{MI}_sequential_2_3", vocab, ScriptedPredictor(vocab))
+def test_a_user_cap_keeps_only_sampled_users(vocab):
+    out = _evaluate(f"{MI}_sequential_2_3", vocab, ScriptedPredictor(vocab), max_users=3)
+    assert len({row["user_id"] for row in out.rows}) == len(out.rows) == 3
+
+
+def test_beam_task_ranks_finite_beams_with_the_item_trie(vocab):
+    predictor = ScriptedPredictor(vocab)
+    out = _evaluate(f"{MI}_sequential_2_3", vocab, predictor)
     assert all(row["prediction"] == ["3", "1"] for row in out.rows)
     hits = [row["targets"] in ("item_3", "item_1") for row in out.rows]
     assert out.result.metrics["hr@5"] == pytest.approx(sum(hits) / len(hits))
+    assert all(trie is not None for trie in predictor.tries)
+    assert all(len(row["history"]) >= 1 for row in out.rows)
+
+
+def test_p5_protocol_decodes_without_a_constraint(vocab):
+    predictor = ScriptedPredictor(vocab)
+    out = _evaluate(f"{MI}_direct_5_5", vocab, predictor, protocol="p5")
+    assert predictor.tries and all(trie is None for trie in predictor.tries)
+    assert all(row["prediction"] == ["3", "1"] for row in out.rows)
 
 
 def test_candidate_task_ranks_every_shown_candidate(vocab):
     out = _evaluate(f"{MI}_direct_5_5", vocab, ScriptedPredictor(vocab))
-    prompt = prompts.get_prompt("5-5")
-    firsts = [evaluation.shown_items(prompt, r["inputs"], "candidates") for r in out.rows]
-    assert all(row["prediction"] == shown for row, shown in zip(out.rows, firsts))
-    assert out.result.metrics["mean_candidates"] == eval_data.NUM_NEGATIVES + 1
-    top1 = [row["target"][0] == shown[0] for row, shown in zip(out.rows, firsts)]
+    assert all(row["prediction"] == row["candidates"] for row in out.rows)
+    assert out.result.metrics["candidates_shown_min"] == eval_data.NUM_NEGATIVES + 1
+    assert out.result.notes == ()
+    top1 = [row["target"][0] == row["candidates"][0] for row in out.rows]
     assert out.result.metrics["hr@1"] == pytest.approx(sum(top1) / len(top1))
+
+
+def test_short_inputs_shrink_candidates_never_the_history_and_are_flagged(vocab):
+    out = _evaluate(f"{MI}_sequential_2_7", vocab, ScriptedPredictor(vocab), input_length=60)
+    assert all(len(row["history"]) >= 1 for row in out.rows)
+    assert all(row["targets"][len("item_"):] in row["candidates"] for row in out.rows)
+    assert out.result.metrics["candidates_shown_min"] < eval_data.NUM_NEGATIVES + 1
+    assert math.isnan(out.result.metrics["hr@1"]) and "withheld" in out.result.notes[-1]
+
+
+def test_direct_yes_no_ranks_every_candidate_by_p_yes(vocab):
+    out = _evaluate(f"{MI}_direct_5_1", vocab, ScriptedPredictor(vocab))
+    users = catalog.users("musical_instruments")
+    assert len(out.rows) == len(users)
+    assert all(len(row["candidates"]) == eval_data.NUM_NEGATIVES + 1 for row in out.rows)
+    assert all(row["targets"][len("item_"):] == row["candidates"][0] for row in out.rows)
+    assert set(out.result.metrics) >= {"hr@1", "hr@5", "ndcg@10"}
 
 
 # -- baselines and result files ------------------------------------------------------------------
@@ -202,36 +275,49 @@ def _output(name, rows):
     return evaluation.TaskOutput(plan=plan, result=result, rows=rows)
 
 
-def test_baselines_score_the_evaluated_examples():
-    seq = prompts.get_prompt("2-3").input_template
-    rows = [{"inputs": seq.format(user_id="user_1", history="item_a , item_b"), "target": ["c"]},
-            {"inputs": seq.format(user_id="user_2", history="item_c"), "target": ["a"]}]
-    direct = prompts.get_prompt("5-7").input_template
-    drows = [{"inputs": direct.format(user_id="user_1", candidates="item_d , item_a"),
-              "target": ["d"]}]
-    outputs = [_output("p5_x_sequential_2_3", rows), _output("p5_x_direct_5_7", drows),
-               _output("p5_x_rating_1_1", [{"inputs": "", "target": 5.0},
-                                           {"inputs": "", "target": 1.0}])]
+def test_baselines_score_the_evaluated_examples_from_their_ids():
+    rows = [{"user_id": "1", "history": ["a", "b"], "target": ["c"]},
+            {"user_id": "2", "history": ["c"], "target": ["a"]}]
+    drows = [{"user_id": "1", "candidates": ["d", "a"], "target": ["d"]}]
+    outputs = [_output("p5_x_sequential_2_7", [dict(r, candidates=["c", "d"]) for r in rows]),
+               _output("p5_x_sequential_2_3", rows), _output("p5_x_direct_5_7", drows),
+               _output("p5_x_rating_1_1", [{"user_id": "1", "target": 5.0},
+                                           {"user_id": "2", "target": 1.0}])]
     got = eval_baselines.family_baselines(
         outputs=outputs, train_histories=lambda: [["a", "a", "c"], ["c", "b"]],
-        train_ratings=lambda: [4.0, 2.0], all_items=lambda: ["a", "b", "c", "d"])
+        train_ratings=lambda: [4.0, 2.0], all_items=lambda: ["a", "b", "c", "d"],
+        split_histories=lambda: {"1": ["a", "b"], "2": ["c"]})
     popular = got["sequential"][eval_baselines.MOST_POPULAR]
     # a:2, c:2, b:1, d:0; user 1 skips a, b -> [c, d]: hit at rank 1; user 2 -> [a, b, d]: rank 1.
-    assert popular["hr@1"] == 1.0
+    assert popular["hr@1"] == 1.0 and popular["intervals"]["hr@1"] == [1.0, 1.0]
     assert got["direct"][eval_baselines.MOST_POPULAR]["hr@1"] == 0.0  # a (2) before d (0)
     assert got["rating"][eval_baselines.MEAN_RATING]["mae"] == pytest.approx(2.0)
 
 
-def test_write_results_records_the_example_cap(tmp_path):
+def test_most_popular_skips_the_whole_history_not_the_shown_window():
+    shown = {"user_id": "1", "history": ["c"], "target": ["b"]}   # the prompt showed only c
+    got = eval_baselines.family_baselines(
+        outputs=[_output("p5_x_sequential_2_3", [shown])],
+        train_histories=lambda: [["a", "a", "c", "b"]], train_ratings=lambda: [],
+        all_items=lambda: ["a", "b", "c", "d"], split_histories=lambda: {"1": ["a", "c"]})
+    # counts a:2, b:1, c:1; skipping a and c (the full history) leaves [b, d]: b at rank 1.
+    assert got["sequential"][eval_baselines.MOST_POPULAR]["hr@1"] == 1.0
+
+
+def test_write_results_records_protocol_users_and_data_flags(tmp_path):
     rows = [{"inputs": "x", "targets": "4", "output": "4", "target": 4.0, "prediction": 4.0}]
     outputs = [_output("p5_x_rating_1_1", rows), _output("p5_y_rating_1_1", rows)]
     written = eval_results.write_results(
-        out_dir=tmp_path, outputs=outputs, settings={"max_examples_per_task": 7},
-        baselines_fn=lambda dataset, outs: {})
+        out_dir=tmp_path, outputs=outputs, settings={"max_users_per_task": 7, "seed": 3},
+        baselines_fn=lambda dataset, outs: {}, protocol="p5",
+        flags_fn=lambda dataset: {"review_split": "p5", "warnings": ["leaks"]})
     assert set(written) == {"x", "y"}
     payload = json.loads((tmp_path / "x" / "results.json").read_text())
-    assert payload["settings"]["max_examples_per_task"] == 7
+    assert payload["settings"]["max_users_per_task"] == 7
+    assert payload["protocol"]["name"] == "p5" and payload["data"]["warnings"] == ["leaks"]
     assert payload["decoding"] == {"p5_x_rating_1_1": "greedy"}
-    assert "at most 7 (capped)" in (tmp_path / "y" / "results.md").read_text()
+    text = (tmp_path / "y" / "results.md").read_text()
+    assert "at most 7, sampled at random (seed 3)" in text and "protocol: **p5**" in text
+    assert "**warning: leaks**" in text
     lines = (tmp_path / "x" / "predictions" / "p5_x_rating_1_1.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["prediction"] == 4.0

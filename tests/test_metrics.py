@@ -113,3 +113,104 @@ def test_rating_and_explanation_metrics():
     assert result["rmse"] == pytest.approx(1.0)
     assert result["rating_unparseable"] == 1.0
     assert result["rouge1"] == pytest.approx(100.0)
+
+
+# P5's own text metrics (p5_bleu, p5_rouge): whitespace tokens, case-sensitive, no smoothing,
+# distinct n-grams for ROUGE-N, ROUGE-L F with beta = P / R.
+_CAT = ("the cat sat on a mat", "the cat sat on the mat")  # (reference, hypothesis)
+_SOUND = ("great sound quality", "great sound")
+
+
+def test_p5_metrics_on_one_pair_by_hand():
+    # BLEU: as in test_partial_match_bleu_and_rouge_by_hand (6 tokens each, BP = 1):
+    #   precisions 5/6, 3/5, 2/4, 1/3 -> BLEU-4 = (1/12) ** (1/4), BLEU-2 = (1/2) ** (1/2).
+    # ROUGE-1 on distinct unigrams: hyp {the, cat, sat, on, mat} (5, "the" twice counts once),
+    #   ref {the, cat, sat, on, a, mat} (6), overlap 5 -> P = 1, R = 5/6, F = 2 * 5/6 / (11/6)
+    #   = 10/11 (rouge-score, counting "the" twice, gives 5/6).
+    # ROUGE-2: hyp bigrams {the cat, cat sat, sat on, on the, the mat}, ref {the cat, cat sat,
+    #   sat on, on a, a mat}, overlap 3 -> P = R = 3/5, F = 3/5.
+    # ROUGE-L: LCS "the cat sat on mat" = 5, P = R = 5/6 -> F = 5/6.
+    ref, hyp = _CAT
+    assert metrics.p5_bleu([ref], [hyp], 4) == pytest.approx(100 * (1 / 12) ** 0.25)
+    assert metrics.p5_bleu([ref], [hyp], 2) == pytest.approx(100 * 0.5 ** 0.5)
+    rouge = metrics.p5_rouge([ref], [hyp])
+    assert rouge["p5_rouge1"] == pytest.approx(100 * 10 / 11)
+    assert rouge["p5_rouge2"] == pytest.approx(100 * 3 / 5)
+    assert rouge["p5_rougeL"] == pytest.approx(100 * 5 / 6)
+
+
+def test_p5_rouge_l_uses_beta_equal_p_over_r():
+    # "great sound" vs "great sound quality": LCS 2, P = 2/2 = 1, R = 2/3, beta = P/R = 3/2.
+    #   F = (1 + 9/4) * 1 * 2/3 / (2/3 + 9/4 * 1) = (13/6) / (35/12) = 26/35 (F1 would be 0.8).
+    # ROUGE-1: overlap 2, P = 1, R = 2/3, F = 0.8. ROUGE-2: {great sound} vs
+    #   {great sound, sound quality}: P = 1, R = 1/2, F = 2/3.
+    ref, hyp = _SOUND
+    rouge = metrics.p5_rouge([ref], [hyp])
+    assert rouge["p5_rougeL"] == pytest.approx(100 * 26 / 35)
+    assert rouge["p5_rouge1"] == pytest.approx(80.0)
+    assert rouge["p5_rouge2"] == pytest.approx(100 * 2 / 3)
+
+
+def test_p5_corpus_bleu_brevity_penalty_and_mean_rouge():
+    # Corpus of both pairs: c = 6 + 2 = 8 hypothesis tokens, r = 6 + 3 = 9 -> BP = exp(1 - 9/8).
+    #   1-grams 5 + 2 = 7 of 6 + 2 = 8; 2-grams 3 + 1 = 4 of 5 + 1 = 6;
+    #   3-grams 2 + 0 of 4 + 0; 4-grams 1 + 0 of 3 + 0 (a 2-token hypothesis has none).
+    #   BLEU-2 = sqrt(7/8 * 4/6) * BP;  BLEU-4 = (7/8 * 4/6 * 2/4 * 1/3) ** (1/4) * BP.
+    # ROUGE is the mean of the two sentences' scores from the two tests above.
+    refs, hyps = [_CAT[0], _SOUND[0]], [_CAT[1], _SOUND[1]]
+    bp = math.exp(1 - 9 / 8)
+    assert metrics.p5_bleu(refs, hyps, 2) == pytest.approx(100 * math.sqrt(7 / 12) * bp)
+    assert metrics.p5_bleu(refs, hyps, 4) == pytest.approx(100 * (7 / 72) ** 0.25 * bp)
+    rouge = metrics.p5_rouge(refs, hyps)
+    assert rouge["p5_rouge1"] == pytest.approx(100 * (10 / 11 + 0.8) / 2)
+    assert rouge["p5_rouge2"] == pytest.approx(100 * (3 / 5 + 2 / 3) / 2)
+    assert rouge["p5_rougeL"] == pytest.approx(100 * (5 / 6 + 26 / 35) / 2)
+    # A longer hypothesis than reference has no penalty: "a b c" vs ref "a b" -> 1-gram 2/3.
+    assert metrics.p5_bleu(["a b"], ["a b c"], 1) == pytest.approx(100 * 2 / 3)
+
+
+def test_p5_bleu_is_zero_without_smoothing_when_an_order_has_no_match():
+    # No token in common: every order is 0.
+    assert metrics.p5_bleu(["a dog barked"], ["the cat sat"], 4) == 0.0
+    # "the cat is on a mat" vs "the cat sat on a mat": 1-grams 5/6, 2-grams 3/5 (the cat, on a,
+    #   a mat), 3-grams 1/4 (on a mat), 4-grams 0/3 -> BLEU-4 = 0 unsmoothed, while BLEU-3 =
+    #   (5/6 * 3/5 * 1/4) ** (1/3) and sacrebleu's 'exp'-smoothed BLEU-4 stays above 0.
+    ref, hyp = _CAT[0], "the cat is on a mat"
+    assert metrics.p5_bleu([ref], [hyp], 4) == 0.0
+    assert metrics.p5_bleu([ref], [hyp], 3) == pytest.approx(100 * (1 / 8) ** (1 / 3))
+    assert metrics.corpus_bleu([ref], [hyp], max_order=4) > 0.0
+    # "great sound" has no 3-gram at all: BLEU-4 is 0 too.
+    assert metrics.p5_bleu([_SOUND[0]], [_SOUND[1]], 4) == 0.0
+    # Empty hypotheses score 0 rather than dividing by zero.
+    assert metrics.p5_bleu([ref], [""], 2) == 0.0
+    assert metrics.p5_rouge([ref], [""]) == {"p5_rouge1": 0.0, "p5_rouge2": 0.0, "p5_rougeL": 0.0}
+
+
+def test_p5_metrics_are_case_sensitive_unlike_rouge_score():
+    result = metrics.explanation_metrics(["Great Sound"], ["great sound"])
+    assert result["rouge1"] == pytest.approx(100.0)  # rouge-score lowercases
+    assert result["p5_rouge1"] == 0.0 and result["p5_bleu4"] == 0.0
+
+
+def test_text_metrics_return_both_sets():
+    ref, hyp = _CAT
+    explanation = metrics.explanation_metrics([ref], [hyp])
+    assert explanation["p5_bleu4"] == pytest.approx(100 * (1 / 12) ** 0.25)
+    assert explanation["rouge1"] == pytest.approx(100 * 5 / 6)
+    assert explanation["p5_rouge1"] == pytest.approx(100 * 10 / 11)
+    summary = metrics.review_summary_metrics([ref], [hyp])
+    assert {"bleu2", "p5_bleu2", "rouge1", "p5_rouge1", "rougeL", "p5_rougeL"} <= set(summary)
+    assert "p5_bleu4" not in summary
+    sentences = ["the sound is warm and clear", "great value for the price"]
+    perfect = metrics.explanation_metrics(sentences, sentences)
+    for name in ("p5_bleu4", "p5_rouge1", "p5_rouge2", "p5_rougeL"):
+        assert perfect[name] == pytest.approx(100.0)
+
+
+def test_per_example_functions_agree_with_the_aggregates():
+    values, num_empty = metrics.ranking_per_example(["a", "b"], [["x", "a"], []], ks=(1, 2))
+    assert values == {"hr@1": [0.0, 0.0], "ndcg@1": [0.0, 0.0],
+                      "hr@2": [1.0, 0.0], "ndcg@2": [1 / math.log2(3), 0.0]}
+    assert num_empty == 1
+    assert metrics.rating_errors([5.0, 3.0, 2.0], [4.0, 7.0, None]) == [-1.0, 2.0, None]
+    assert metrics.accuracy_per_example([True, False, True], [True, True, None]) == [1.0, 0.0, 0.0]

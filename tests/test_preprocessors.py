@@ -52,17 +52,59 @@ def prepared_root(tmp_path, monkeypatch):
     catalog.clear_cache()
 
 
-def test_training_prefix_is_a_random_cut_of_the_history():
-    records = [_sequence(user=str(u), history=[str(i) for i in range(1, 31)]) for u in range(40)]
-    out = _run(_dataset(records), pre.add_sample_seed, pre.next_item_from_prefix)
+def _windows(history, *, sampling="p5", users=60, seeds=range(4)):
+    """(history, target) pairs drawn for `users` training records per pipeline seed."""
+    records = [_sequence(user=str(u), history=history) for u in range(users)]
+    step = lambda ds: pre.next_item_from_prefix(ds, sampling=sampling)  # noqa: E731
+    return [(_strings(ex["history"]), ex["target"].decode()) for seed in seeds
+            for ex in _run(_dataset(records), pre.add_sample_seed, step, seed=seed)]
+
+
+def test_p5_training_target_is_one_of_the_last_three_and_history_starts_in_the_first_three():
+    items = list("abcdefghij")
+    starts, targets = set(), set()
+    for history, target in _windows(items):
+        position = items.index(target)
+        assert history == items[items.index(history[0]):position]
+        starts.add(history[0])
+        targets.add(target)
+    assert targets == {"h", "i", "j"} and starts == {"a", "b", "c"}
+
+
+def test_p5_training_history_keeps_its_last_20_items():
+    items = [str(i) for i in range(1, 31)]
+    targets = set()
+    for history, target in _windows(items, seeds=[0]):
+        position = items.index(target)
+        assert history == items[position - 20:position]
+        targets.add(target)
+    assert targets == {"28", "29", "30"}
+
+
+@pytest.mark.parametrize("items, expected", [
+    ("ab", {("a", "b")}),                       # P5's code has no such user; target b
+    ("abc", {("ab", "c")}),                     # the history keeps at least two items
+    ("abcd", {("ab", "c"), ("abc", "d"), ("bc", "d")}),
+])
+def test_p5_training_windows_of_short_histories(items, expected):
+    drawn = {("".join(history), target) for history, target in _windows(list(items))}
+    assert drawn == expected
+
+
+def test_all_prefixes_training_target_is_any_item_after_the_first():
+    items = [str(i) for i in range(1, 31)]
     cuts = set()
-    for ex in out:
-        history, target = _strings(ex["history"]), ex["target"].decode()
+    for history, target in _windows(items, sampling="all_prefixes", users=40, seeds=[0]):
         end = int(target) - 1           # ids are positions + 1
         assert 1 <= end <= 29 and len(history) == min(end, 20)
         assert history == [str(i) for i in range(end - len(history) + 1, end + 1)]
         cuts.add(end)
     assert len(cuts) > 10
+
+
+def test_unknown_sequential_sampling_is_refused():
+    with pytest.raises(ValueError, match="all_prefixes"):
+        pre.next_item_from_prefix(_dataset([_sequence()]), sampling="prefixes")
 
 
 def test_evaluation_keeps_stored_history_and_target_cut_to_20():

@@ -9,7 +9,7 @@ from p5_tasks import prompts
 def test_collection_sizes_per_family():
     counts = collections.Counter(p.family for p in prompts.PROMPTS)
     assert counts == {"rating": 10, "sequential": 13, "explanation": 12, "review": 4,
-                      "direct": 8, "zeroshot": 7}
+                      "direct": 8, "zeroshot": 9}
 
 
 def test_last_prompt_of_each_amazon_family_is_the_only_unseen_one():
@@ -37,6 +37,7 @@ def test_ids_are_unique_and_task_suffixes_follow_them():
     ("5-4", ("item_title", "user_id"), {"sequences", "item_title"}, "yes_no"),
     ("Z-3", ("user_id", "item_title", "item_price", "item_brand"),
      {"rating", "item_title", "item_price", "item_brand"}, "rating"),
+    ("Z-9", ("item_title", "user_desc"), {"rating", "item_title"}, "rating"),
 ])
 def test_inputs_and_fields_come_from_the_templates(prompt_id, slots, fields, output):
     prompt = prompts.get_prompt(prompt_id)

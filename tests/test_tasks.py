@@ -4,13 +4,14 @@ import contextlib
 import json
 
 import numpy as np
+import eval_data
 import pytest
 import seqio
 import tensorflow as tf
 
 import p5_tasks
 from p5_jax import feature_converter, vocabulary
-from p5_tasks import catalog, prompts, rates
+from p5_tasks import catalog, prompts, rates, registration
 
 MI = "musical_instruments"
 LENGTHS = {"inputs": 512, "targets": 64}
@@ -70,16 +71,8 @@ def small_world(tmp_path_factory):
     model = vocabulary.train_sentencepiece(
         texts=prompts.vocabulary_texts() + ["the strap holds well solid a reader movie"],
         model_path=root / "tiny.model", vocab_size=400)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("P5_DATA_DIR", str(root))
-    catalog.clear_cache()
-    rates._counts.cache_clear()
-    vocabulary.use_sentencepiece_file(model)
-    yield root
-    vocabulary.use_sentencepiece_file(None)
-    patch.undo()
-    catalog.clear_cache()
-    rates._counts.cache_clear()
+    with eval_data.tasks_read(root, model):
+        yield root
 
 
 def test_rating_task_renders_the_review():
@@ -173,9 +166,11 @@ def test_prompts_register_only_when_their_fields_exist():
     assert not any(n.startswith("p5_ml100k_explanation") or n.startswith("p5_ml100k_review")
                    for n in names)
     assert not any(n.startswith("p5_beauty_rating") for n in names)
-    assert not any("zeroshot" in n for n in names)
+    # Zero-shot: only ml100k has titles and ratings; the title-only Z-8, Z-9 register there.
+    assert sorted(n for n in names if "zeroshot" in n) == ["p5_ml100k_zeroshot_z_8",
+                                                           "p5_ml100k_zeroshot_z_9"]
     for dataset, count in (("musical_instruments", 33), ("beauty", 19), ("toys", 19),
-                           ("ml100k", 31)):
+                           ("ml100k", 33)):
         assert len([n for n in names if n.startswith(f"p5_{dataset}_")]) == count
 
 
@@ -191,14 +186,47 @@ def test_all_mixture_rates_follow_p5_sampling():
     mixture = seqio.get_mixture_or_task(f"p5_{MI}_all")
     rate = {t.name: mixture.get_rate(t) for t in mixture.tasks}
     users, reviews, explanations = 60, 1000, 800
-    assert rate[f"p5_{MI}_sequential_2_1"] == pytest.approx(5 * users / 6)
-    assert rate[f"p5_{MI}_sequential_2_7"] == pytest.approx(5 * users / 4)
-    assert rate[f"p5_{MI}_sequential_2_11"] == pytest.approx(10 * users / 2)
-    assert rate[f"p5_{MI}_direct_5_1"] == pytest.approx(10 * users / 2)
-    assert rate[f"p5_{MI}_direct_5_5"] == pytest.approx(5 * users / 3)
+    # Seen prompts on musical_instruments (no titles): sequential 12, direct 5 (5-1, 5-2,
+    # 5-5..5-7), rating 4 (1-1, 1-3, 1-4, 1-6), review 3, explanation 5.
+    for prompt in ("2_1", "2_7", "2_11"):
+        assert rate[f"p5_{MI}_sequential_{prompt}"] == pytest.approx(20 * users / 12)
+    for prompt in ("5_1", "5_5"):
+        assert rate[f"p5_{MI}_direct_{prompt}"] == pytest.approx(15 * users / 5)
     assert rate[f"p5_{MI}_rating_1_1"] == pytest.approx(reviews / 4)
     assert rate[f"p5_{MI}_review_4_1"] == pytest.approx(reviews / 3)
     assert rate[f"p5_{MI}_explanation_3_2"] == pytest.approx(explanations / 5)
+    assert sum(rate.values()) == pytest.approx(35 * users + 2 * reviews + explanations)
+
+
+def _train_windows(task_name, length):
+    """(history ids, target id) of a task's training examples on histories 1..length."""
+    records = [_sequence(user=str(u), history=[str(i) for i in range(1, length + 1)])
+               for u in range(40)]
+    return [([w[len("item_"):] for w in ex["inputs_pretokenized"].decode().split()
+              if w.startswith("item_")], ex["targets_pretokenized"].decode()[len("item_"):])
+            for ex in _examples(task_name, "train", records)]
+
+
+def test_sequential_sampling_switches_for_registered_datasets():
+    name = f"p5_{MI}_sequential_2_3"
+    try:
+        registration.set_sequential_sampling("all_prefixes")
+        assert registration.registered_spec(MI).sequential_sampling == "all_prefixes"
+        windows = _train_windows(name, 10)
+        assert all(h == [str(i) for i in range(1, int(t))] for h, t in windows)
+        assert len({t for _, t in windows}) > 5
+        mixed = {t.name: t for t in seqio.get_mixture_or_task(p5_tasks.ALL_DATASETS_MIXTURE).tasks}
+        assert mixed[name] is seqio.TaskRegistry.get(name)
+    finally:
+        registration.set_sequential_sampling("p5")
+    windows = _train_windows(name, 10)
+    assert {t for _, t in windows} == {"8", "9", "10"}
+    assert {h[0] for h, _ in windows} == {"1", "2", "3"}
+    assert all(h == [str(i) for i in range(int(h[0]), int(t))] for h, t in windows)
+    with pytest.raises(ValueError, match="sequential_sampling"):
+        registration.set_sequential_sampling("every_cut")
+    with pytest.raises(ValueError, match="sequential_sampling"):
+        p5_tasks.DatasetSpec(name="x", fields=frozenset(), sequential_sampling="every_cut")
 
 
 def test_task_examples_convert_to_model_batches():
@@ -222,7 +250,7 @@ def test_every_registered_task_yields_examples_from_shipped_data(tmp_path, monke
         for dataset in p5_tasks.DATASETS:
             prepare.prepare_dataset(name=dataset, out_root=tmp_path, progress=False)
         names = sorted(n for n in seqio.TaskRegistry.names() if n.startswith("p5_"))
-        assert len(names) == 102
+        assert len(names) == 104
         for name in names:
             for split in ("train", "test"):
                 ds = seqio.get_mixture_or_task(name).get_dataset(

@@ -7,7 +7,8 @@ from p5_jax.data import records
 from p5_jax.data.explanations import Explanation, FeatureLexicon, extract_explanation
 from p5_jax.data.indexing import index_items
 from p5_jax.data.negatives import NUM_NEGATIVES, sample_negatives
-from p5_jax.data.splits import leave_one_out_all, review_split, user_sequences
+from p5_jax.data.splits import (default_dedupe, distinct, held_out_pairs, held_out_pairs_in_training,
+                                leave_one_out_all, split_reviews, user_sequences)
 
 
 @dataclasses.dataclass
@@ -29,10 +30,9 @@ def _item_rows(items, item_ids, item_meta) -> list:
             for raw in items]
 
 
-def _review_records(source, *, user_ids, item_ids, seed, progress) -> tuple:
-    """(split -> records, number with an explanation)."""
+def _review_records(source, labels, *, user_ids, item_ids, progress) -> tuple:
+    """(split -> records, number with an explanation); `labels`: split index per interaction."""
     lexicon = FeatureLexicon(source.lexicon) if source.lexicon and source.fields["review_text"] else None
-    labels = review_split(num_reviews=len(source.interactions), seed=seed)
     by_split = {split: [] for split in records.SPLITS}
     explained = 0
     for interaction, label in tqdm(list(zip(source.interactions, labels)), desc="reviews", disable=not progress,
@@ -55,7 +55,7 @@ def _sequence_records(source, splits, negatives, *, items_by_user, user_ids, ite
     for user, split in splits.items():
         common = {"user_id": user_ids[user], "user_desc": source.user_desc[user],
                   "negatives": [item_ids[i] for i in negatives[user]],
-                  "interacted": [item_ids[i] for i in items_by_user[user]]}
+                  "interacted": [item_ids[i] for i in distinct(items_by_user[user])]}
         history = [item_ids[i] for i in split.train_history]
         by_split["train"].append({**common, "history": history, "target": ""})
         by_split["validation"].append({**common, "history": history, "target": item_ids[split.validation_target]})
@@ -73,9 +73,22 @@ def _split_sizes(reviews, sequences) -> dict:
     return sizes
 
 
+def _review_split_stats(*, scheme, labels, pairs, splits) -> dict:
+    """Which review split was used, and how many held-out (user, item) pairs it leaks into training."""
+    stats = {"review_split": scheme, "leaks_held_out_items": False, "held_out_pairs": len(held_out_pairs(splits)),
+             "held_out_pairs_in_review_training": 0}
+    if labels is not None:
+        stats["held_out_pairs_in_review_training"] = held_out_pairs_in_training(pairs=pairs, labels=labels,
+                                                                                held_out=splits)
+        stats["leaks_held_out_items"] = scheme == "p5"
+    return stats
+
+
 def assemble(*, source: records.SourceDataset, indexing: str, seed: int, num_negatives: int = NUM_NEGATIVES,
-             progress: bool = True) -> PreparedData:
-    sequences = user_sequences(source.interactions)
+             progress: bool = True, review_split: str = "aligned", dedupe: bool | None = None) -> PreparedData:
+    """`review_split` and `dedupe` as in `p5_jax.data.prepare.prepare_dataset`."""
+    dedupe = default_dedupe(source.format) if dedupe is None else dedupe
+    sequences = user_sequences(source.interactions, dedupe=dedupe)
     splits = leave_one_out_all(sequences.items_by_user)
     items = source.items()
     item_ids = index_items(scheme=indexing, items=items, seed=seed, original_item_ids=source.original_item_ids,
@@ -86,9 +99,11 @@ def assemble(*, source: records.SourceDataset, indexing: str, seed: int, num_neg
                                  items=items, seed=seed, count=num_negatives, progress=progress)
     sequence_records = _sequence_records(source, splits, negatives, items_by_user=sequences.items_by_user,
                                          user_ids=user_ids, item_ids=item_ids)
-    reviews, explained = None, 0
+    reviews, explained, labels = None, 0, None
+    pairs = [(i.user, i.item) for i in source.interactions]
     if source.fields["rating"]:
-        reviews, explained = _review_records(source, user_ids=user_ids, item_ids=item_ids, seed=seed,
+        labels = split_reviews(scheme=review_split, pairs=pairs, held_out=splits, seed=seed)
+        reviews, explained = _review_records(source, labels, user_ids=user_ids, item_ids=item_ids,
                                              progress=progress)
     num_reviews = len(source.interactions) if reviews is not None else 0
     with_text = sum(bool(i.review_text) for i in source.interactions) if reviews is not None else 0
@@ -98,7 +113,10 @@ def assemble(*, source: records.SourceDataset, indexing: str, seed: int, num_neg
         "explanation_coverage": (explained / with_text) if source.lexicon and with_text else None,
         "splits": _split_sizes(reviews, sequence_records),
         "users_too_short_for_sequences": len(sequences.items_by_user) - len(splits),
+        "dedupe": dedupe,
+        "repeat_interactions": sequences.repeats,
         "duplicate_interactions_dropped_from_sequences": sequences.duplicates_dropped,
+        **_review_split_stats(scheme=review_split, labels=labels, pairs=pairs, splits=splits),
         "negatives_per_user": num_negatives,
     }
     users = [{"user_id": user_ids[raw], "raw_id": raw, "user_desc": source.user_desc[raw]} for raw in user_ids]

@@ -3,6 +3,16 @@ then write users/items tables, TFDS records and a manifest, all at once or not a
 
     python -m p5_jax.data.prepare --dataset musical_instruments --out_dir /tmp/p5
     python -m p5_jax.data.prepare --dataset mine --source DIR --format amazon|p5_sequential|recbole
+
+Splits: sequences are leave-one-out in time order (last item test, second to last validation);
+users with fewer than 3 interactions get no sequence records. Reviews (rating, explanation,
+review families), --review_split aligned (default): the review of a user's validation (test)
+item goes to validation (test), all others 8:1:1 at random; --review_split p5: P5's independent
+8:1:1, which puts most held-out (user, item) pairs into training (flagged in the manifest).
+Repeats (a user's later interaction with an item they already had): kept in sequences for
+p5_sequential sources, as P5 does; dropped for amazon and recbole, where a second review of the
+same item is rare and a kept one would put the held-out item into the training history.
+--dedupe / --no-dedupe overrides. Negatives and `interacted` are always distinct items.
 """
 import argparse
 import pathlib
@@ -18,18 +28,24 @@ from p5_jax.data.assemble import assemble
 from p5_jax.data.errors import BadLinePolicy, DataError
 from p5_jax.data.indexing import SCHEMES
 from p5_jax.data.negatives import NUM_NEGATIVES
+from p5_jax.data.readers_meta import attach_metadata, metadata_coverage
+from p5_jax.data.splits import REVIEW_SPLITS
 from p5_jax.data.summary import format_summary
 
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def _check_arguments(*, name, indexing):
+def _check_arguments(*, name, indexing, review_split="aligned", dedupe=None):
     if not _NAME.match(name or ""):
         raise ValueError(f"dataset name {name!r} must be lower case letters, digits and '_' "
                          "(it becomes part of task names)")
     if indexing not in SCHEMES:
         raise ValueError(f"unknown indexing {indexing!r}; choose one of {SCHEMES}")
+    if review_split not in REVIEW_SPLITS:
+        raise ValueError(f"unknown review split {review_split!r}; choose one of {REVIEW_SPLITS}")
+    if dedupe not in (None, True, False):
+        raise ValueError(f"dedupe must be True, False or None (the format's default), got {dedupe!r}")
 
 
 def _manifest(*, name, source, indexing, seed, stats, skipped) -> dict:
@@ -42,6 +58,10 @@ def _manifest(*, name, source, indexing, seed, stats, skipped) -> dict:
         "negatives_per_user": stats["negatives_per_user"],
         "users_too_short_for_sequences": stats["users_too_short_for_sequences"],
         "duplicate_interactions_dropped_from_sequences": stats["duplicate_interactions_dropped_from_sequences"],
+        "dedupe": stats["dedupe"], "repeat_interactions": stats["repeat_interactions"],
+        "review_split": stats["review_split"], "leaks_held_out_items": stats["leaks_held_out_items"],
+        "held_out_pairs": stats["held_out_pairs"],
+        "held_out_pairs_in_review_training": stats["held_out_pairs_in_review_training"],
     }
 
 
@@ -58,17 +78,29 @@ def _write(folder, *, name, data, manifest, progress) -> None:
 
 def prepare_dataset(*, name: str, out_root=None, indexing: str = "random", seed: int = 0, source=None,
                     fmt: str | None = None, skip_bad_lines: bool = False, progress: bool = True,
-                    num_negatives: int = NUM_NEGATIVES) -> dict:
-    """Prepares `name` into `<out_root>/<name>/` and returns its manifest."""
-    _check_arguments(name=name, indexing=indexing)
+                    num_negatives: int = NUM_NEGATIVES, review_split: str = "aligned",
+                    dedupe: bool | None = None, meta=None) -> dict:
+    """Prepares `name` into `<out_root>/<name>/` and returns its manifest.
+
+    `meta`: an Amazon item metadata file whose titles, brands and prices are attached to the
+    source's items by ASIN (see p5_jax.data.readers_meta).
+
+    `review_split`: "aligned" (leak-free) or "p5" (see the module docstring). `dedupe`: drop repeated
+    interactions with an item from sequences; None takes the format's default (keep for p5_sequential).
+    """
+    _check_arguments(name=name, indexing=indexing, review_split=review_split, dedupe=dedupe)
     out_root = pathlib.Path(out_root) if out_root is not None else paths.prepared_root()
     source_path, fmt = shipped.resolve_source(name=name, source=source, fmt=fmt)
     policy = BadLinePolicy(skip=skip_bad_lines)
     dataset = shipped.READERS[fmt](path=source_path, policy=policy)
-    data = assemble(source=dataset, indexing=indexing, seed=seed, num_negatives=num_negatives, progress=progress)
+    if meta is not None:  # titles, brands, prices by ASIN (amazon and p5_sequential sources)
+        attach_metadata(dataset, meta, policy=policy)
+    data = assemble(source=dataset, indexing=indexing, seed=seed, num_negatives=num_negatives, progress=progress,
+                    review_split=review_split, dedupe=dedupe)
     manifest = _manifest(name=name, source=dataset, indexing=indexing, seed=seed, stats=data.stats,
                          skipped=policy.count)
     manifest["bad_line_examples"] = policy.examples
+    manifest["item_metadata"] = metadata_coverage(dataset)
     with output.atomic_directory(out_root / name) as folder:
         _write(folder, name=name, data=data, manifest=manifest, progress=progress)
     return manifest
@@ -93,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default=None, help="file or folder of a dataset that is not shipped")
     parser.add_argument("--format", dest="fmt", default=None, choices=sorted(shipped.READERS))
     parser.add_argument("--skip_bad_lines", action="store_true", help="count bad lines instead of stopping")
+    parser.add_argument("--review_split", default="aligned", choices=REVIEW_SPLITS,
+                        help="aligned: held-out items' reviews in validation/test (default); "
+                             "p5: P5's independent 8:1:1, leaks held-out items")
+    parser.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None,
+                        help="drop repeated interactions with an item from sequences "
+                             "(default: drop for amazon/recbole, keep for p5_sequential)")
+    parser.add_argument("--meta", default=None, metavar="PATH",
+                        help="Amazon item metadata (meta_<Category>.json[.gz]) for a source whose "
+                             "item ids are ASINs: titles, brands, prices")
     parser.add_argument("--num_negatives", type=int, default=NUM_NEGATIVES, help=argparse.SUPPRESS)
     return parser
 
@@ -103,7 +144,9 @@ def main(argv=None) -> int:
     try:
         manifest = prepare_dataset(name=args.dataset, out_root=args.out_dir, indexing=args.indexing,
                                    seed=args.seed, source=args.source, fmt=args.fmt,
-                                   skip_bad_lines=args.skip_bad_lines, num_negatives=args.num_negatives)
+                                   skip_bad_lines=args.skip_bad_lines, num_negatives=args.num_negatives,
+                                   review_split=args.review_split, dedupe=args.dedupe,
+                                   meta=args.meta)
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}\nnothing was written.", file=sys.stderr)
         return 2

@@ -26,9 +26,12 @@ class Interaction:
 
 @dataclasses.dataclass(frozen=True)
 class ItemMeta:
+    """What a source says about an item; "" where it says nothing. `category` is a path like
+    "Toys & Games > Puzzles" (written to items.jsonl; no prompt reads it yet)."""
     title: str = ""
     brand: str = ""
     price: str = ""
+    category: str = ""
 
 
 @dataclasses.dataclass

@@ -1,4 +1,5 @@
 """The table printed at the end of the prepare step, from a manifest."""
+from p5_jax.data.splits import MIN_SEQUENCE_LENGTH
 
 FAMILY_ORDER = ("rating", "explanation", "review", "sequential", "direct")
 
@@ -9,6 +10,24 @@ def _row(label, value) -> str:
 
 def _count(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _repeats(manifest) -> str:
+    repeats = _count(manifest["repeat_interactions"])
+    if manifest["dedupe"]:
+        return f"{repeats} dropped from sequences (the first interaction with an item stays)"
+    return f"{repeats} kept in sequences (a history may hold an item again; --dedupe drops them)"
+
+
+def _review_split(manifest) -> str:
+    scheme = manifest["review_split"]
+    if manifest["counts"]["reviews"] == 0:
+        return f"{scheme} (no reviews)"
+    if manifest["leaks_held_out_items"]:
+        return (f"{scheme} (independent 8:1:1)  ** LEAKS HELD-OUT ITEMS: "
+                f"{_count(manifest['held_out_pairs_in_review_training'])} of {_count(manifest['held_out_pairs'])} "
+                "held-out (user, item) pairs are in review training **")
+    return f"{scheme} (held-out items' reviews in validation/test, the rest 8:1:1)"
 
 
 def format_summary(manifest: dict) -> str:
@@ -23,6 +42,10 @@ def format_summary(manifest: dict) -> str:
     present = [name for name, has in manifest["fields"].items() if has]
     lines.append(_row("fields", ", ".join(present) or "none"))
     lines.append(_row("skipped bad lines", _count(manifest["skipped_bad_lines"])))
+    lines.append(_row("users too short", f"{_count(manifest['users_too_short_for_sequences'])} (fewer than "
+                      f"{MIN_SEQUENCE_LENGTH} interactions: no sequential/direct records)"))
+    lines.append(_row("repeat interactions", _repeats(manifest)))
+    lines.append(_row("review split", _review_split(manifest)))
     lines.append(f"  {'split sizes':<28} {'train':>10} {'validation':>11} {'test':>10}")
     for family in FAMILY_ORDER:
         sizes = manifest["splits"].get(family)

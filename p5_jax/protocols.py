@@ -1,0 +1,65 @@
+"""Evaluation protocols: how each prompt's output is decoded and scored.
+
+Two protocols, named in every results file:
+
+- `"exact"` (the default): free next-item prompts (2-1..2-6, 2-13) decode 20 beams constrained
+  to valid item ids (a prefix trie), and the beams are the ranking; candidate prompts (2-7..2-10,
+  5-5..5-8) rank every candidate shown by its length-normalised log-likelihood (the mean
+  log-probability per token of `item_<id>` plus end-of-sequence), so HR@k and NDCG@k among the
+  candidates are exact; direct yes/no prompts (5-1..5-4) rank the true item and its 99
+  negatives by p(yes).
+- `"p5"` (P5's notebooks): free next-item prompts and candidate prompts decode 20 beams without
+  any constraint and count hits in the generated list (an invalid or repeated id is a miss);
+  direct yes/no prompts rank by p(yes) as above. P5 decoded explanations with 12 beams in 3
+  groups, minimum length 9 and a repetition penalty; that search is not implemented here, so
+  both protocols decode explanations greedily (results say so).
+
+Every other prompt (ratings, yes/no, like/dislike, explanations, summaries) decodes greedily in
+both protocols.
+"""
+from __future__ import annotations
+
+from p5_tasks import prompts
+
+EXACT, P5 = "exact", "p5"
+PROTOCOLS = (EXACT, P5)
+
+# Decodings.
+BEAM = "beam"              # beams constrained to item ids, best first
+FREE_BEAM = "free_beam"    # beams without a constraint, hits in the generated list
+CANDIDATES = "candidates"  # every shown candidate ranked by length-normalised log-likelihood
+YES_RANK = "yes_rank"      # a user's probed items ranked by p(yes)
+GREEDY = "greedy"
+RANKING_DECODINGS = (BEAM, FREE_BEAM, CANDIDATES, YES_RANK)
+
+DESCRIPTIONS = {
+    EXACT: ("free next-item prompts: 20 beams constrained to valid item ids; candidate prompts: "
+            "every shown candidate ranked by mean per-token log-likelihood (item tokens and "
+            "end-of-sequence); direct yes/no 5-1..5-4: true item and negatives ranked by p(yes); "
+            "other prompts greedy"),
+    P5: ("P5's notebooks: free next-item and candidate prompts: 20 unconstrained beams, hits "
+         "counted in the generated list; direct yes/no 5-1..5-4: ranked by p(yes); other prompts "
+         "greedy (P5's grouped beam search for explanations is not reproduced)"),
+}
+
+
+def check(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of {PROTOCOLS}")
+    return protocol
+
+
+def ranks_by_yes(prompt: prompts.Prompt) -> bool:
+    """Direct yes/no prompts are scored as a ranking of the user's candidates by p(yes)."""
+    return prompt.family == "direct" and prompt.output == "yes_no"
+
+
+def decoding_for(prompt: prompts.Prompt, protocol: str = EXACT) -> str:
+    check(protocol)
+    if ranks_by_yes(prompt):
+        return YES_RANK
+    if prompt.output != "item":
+        return GREEDY
+    if protocol == P5:
+        return FREE_BEAM
+    return CANDIDATES if "candidates" in prompt.slots else BEAM
