@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from p5_jax import id_text
 from p5_tasks import preprocessors
 from p5_tasks.prompts import Prompt
 
@@ -24,7 +25,7 @@ def _longest(texts) -> str:
 def fixed_text(prompt: Prompt, users: Mapping[str, str]) -> str:
     """The prompt with empty lists and the dataset's longest user id and description."""
     values = {slot: "" for slot in prompt.slots}
-    values["user_id"] = f"user_{_longest(users)}"
+    values["user_id"] = id_text.user_text(_longest(users))
     values["user_desc"] = _longest(users.values())
     return prompt.input_template.format(**values)
 

@@ -17,11 +17,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 
-from p5_jax import checkpoints, partitioning, scoring
+from p5_jax import checkpoints, id_text, partitioning, scoring
 from p5_jax.prefix_trie import PrefixTrie
 
 EOS_ID = 1
-ITEM_PREFIX = "item_"
+ITEM_PREFIX = id_text.ITEM_PREFIX
 
 
 # -- parameters -----------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from p5_jax.id_text import ITEM_PREFIX
+
 _NUMBER_WORDS = {"zero": 0.0, "one": 1.0, "two": 2.0, "three": 3.0, "four": 4.0, "five": 5.0}
 # A number not glued to a word before it ("item_4" is no rating); the atomic group stops "4.5"
 # from being read as "4".
@@ -24,7 +26,7 @@ _NUMBER_RE = re.compile(
 _WORD_RE = re.compile(r"[a-z']+")
 # Indexed item ids are digits, collaborative ids digit groups joined by '-' ("3-1-7"). The
 # boundaries refuse "item_12abc" and "xitem_3" rather than reading part of them.
-_ITEM_RE = re.compile(r"\bitem_(\d+(?:-\d+)*)\b")
+_ITEM_RE = re.compile(rf"\b{re.escape(ITEM_PREFIX)}(\d+(?:-\d+)*)\b")
 _BARE_ID_RE = re.compile(r"\d+(?:-\d+)*")
 
 _YES_WORDS = frozenset({"yes", "y", "true", "yeah", "yep"})

@@ -19,6 +19,7 @@ both protocols.
 """
 from __future__ import annotations
 
+from p5_jax import families
 from p5_tasks import prompts
 
 EXACT, P5 = "exact", "p5"
@@ -51,7 +52,7 @@ def check(protocol: str) -> str:
 
 def ranks_by_yes(prompt: prompts.Prompt) -> bool:
     """Direct yes/no prompts are scored as a ranking of the user's candidates by p(yes)."""
-    return prompt.family == "direct" and prompt.output == "yes_no"
+    return families.get(prompt.family).ranks_yes_no and prompt.output == "yes_no"
 
 
 def decoding_for(prompt: prompts.Prompt, protocol: str = EXACT) -> str:

@@ -11,16 +11,15 @@ The rated and explained item is `item_id` when given, else the top recommendatio
 """
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Sequence
 
 import numpy as np
 import seqio
 
-from p5_jax import evaluation, inference, postprocessors
+from p5_jax import evaluation, id_text, inference, postprocessors
 from p5_jax import vocabulary as p5_vocabulary
-from p5_tasks import catalog, prompts
+from p5_tasks import catalog, prompts, registration
 
 HISTORY_LIMIT = 20
 SEQUENTIAL_PROMPTS = ("2-3", "2-1", "2-2", "2-4", "2-5", "2-6", "2-13")
@@ -39,9 +38,8 @@ def _examples(ids: Sequence[str]) -> str:
 
 def read_users(dataset_dir) -> dict[str, str]:
     """user id -> user description, from users.jsonl."""
-    with open(pathlib.Path(dataset_dir) / "users.jsonl", encoding="utf-8") as file:
-        records = [json.loads(line) for line in file if line.strip()]
-    return {str(r["user_id"]): r.get("user_desc", "") for r in records}
+    dataset_dir = pathlib.Path(dataset_dir)
+    return catalog.users_under(str(dataset_dir.parent), dataset_dir.name)
 
 
 def check_ids(*, users: dict, items: Sequence[str], user_id: str, item_id: str | None,
@@ -79,16 +77,16 @@ def registered_prompt(dataset: str, candidates: Sequence[str]) -> prompts.Prompt
     names = set(seqio.TaskRegistry.names())
     for prompt_id in candidates:
         prompt = prompts.get_prompt(prompt_id)
-        if f"p5_{dataset}_{prompt.family}_{prompt.task_suffix}" in names:
+        if registration.task_name(dataset, prompt) in names:
             return prompt
     return None
 
 
 def render(prompt: prompts.Prompt, values: dict) -> str:
     """Input text of `prompt`, each slot rendered as the tasks render it."""
-    rendered = {"user_id": f"user_{values.get('user_id', '')}",
-                "item_id": f"{inference.ITEM_PREFIX}{values.get('item_id', '')}",
-                "history": " , ".join(inference.ITEM_PREFIX + i for i in values.get("history", ())),
+    rendered = {"user_id": id_text.user_text(values.get("user_id", "")),
+                "item_id": id_text.item_text(values.get("item_id", "")),
+                "history": " , ".join(id_text.item_text(i) for i in values.get("history", ())),
                 "user_desc": values.get("user_desc", ""), "rating": values.get("rating", "")}
     return prompt.input_template.format(**rendered)
 

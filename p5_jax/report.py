@@ -14,19 +14,13 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib
 
+from p5_jax import families
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-FAMILY_COLUMNS = {
-    "rating": ("rmse", "mae", "accuracy"),
-    "sequential": ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "accuracy"),
-    "explanation": ("p5_bleu4", "p5_rouge1", "p5_rouge2", "p5_rougeL", "bleu4", "rouge1",
-                    "rouge2", "rougeL", "rmse", "mae"),
-    "review": ("p5_bleu2", "p5_rouge1", "p5_rouge2", "p5_rougeL", "bleu2", "rouge1", "rouge2",
-               "rougeL", "rmse", "mae"),
-    "direct": ("hr@1", "hr@5", "ndcg@5", "hr@10", "ndcg@10", "accuracy"),
-}
-FAMILY_ORDER = tuple(FAMILY_COLUMNS)
+FAMILY_COLUMNS = {family.name: family.report_columns for family in families.FAMILIES}
+FAMILY_ORDER = families.NAMES
 UNPARSEABLE = "unparseable"
 INTERVALS = "intervals"   # key of a row's metric -> (low, high) 95% intervals
 COLUMN_TITLES = {

@@ -50,7 +50,12 @@ def _read_users(root: str, dataset: str) -> dict[str, str]:
 
 def users(dataset: str) -> dict[str, str]:
     """user id -> user description of the prepared dataset, in file order."""
-    return _read_users(str(paths.prepared_root()), dataset)
+    return users_under(str(paths.prepared_root()), dataset)
+
+
+def users_under(root: str, dataset: str) -> dict[str, str]:
+    """`users` of a dataset prepared under `root`."""
+    return _read_users(str(root), dataset)
 
 
 def manifest(dataset: str) -> dict:

@@ -5,7 +5,7 @@ import functools
 
 import seqio
 
-from p5_jax import metrics, postprocessors
+from p5_jax import families, metrics, postprocessors
 from p5_tasks import preprocessors as pre
 from p5_tasks import rendering
 from p5_tasks.prompts import Prompt
@@ -26,9 +26,9 @@ _TEXT_SLOTS = ("item_title", "item_brand", "item_price", "review_text", "summary
 
 def _review_steps(prompt: Prompt) -> list:
     steps = [pre.add_sample_seed]
-    if prompt.family in ("explanation", "zeroshot") and "explanation" in (
-            prompt.slots + prompt.target_slots):
-        steps.append(pre.filter_has_explanation)
+    needs_text = families.get(prompt.family).needs_text
+    if needs_text:
+        steps.append(functools.partial(rendering.filter_nonempty, fields=[needs_text]))
     if "star" in prompt.slots:
         steps.append(pre.add_shown_star)
     return steps
@@ -36,14 +36,15 @@ def _review_steps(prompt: Prompt) -> list:
 
 def _sequence_steps(prompt: Prompt, *, dataset: str, num_candidates: int,
                     sequential_sampling: str) -> list:
-    if prompt.family == "sequential":
+    family = families.get(prompt.family)
+    if family.sequence_target == "next_item":
         steps = [functools.partial(pre.filter_usable_sequences, min_train_history=2),
                  pre.add_sample_seed,
                  functools.partial(pre.next_item_from_prefix, sampling=sequential_sampling)]
     else:
         steps = [functools.partial(pre.filter_usable_sequences, min_train_history=1),
                  pre.add_sample_seed, pre.positive_from_history]
-    if prompt.output == "yes_no" and prompt.family == "direct":  # ranked by p(yes) in eval
+    if prompt.output == "yes_no" and family.ranks_yes_no:  # ranked by p(yes) in evaluation
         steps.append(functools.partial(pre.add_ranked_probes, dataset_name=dataset,
                                        num_candidates=num_candidates))
     elif prompt.output == "yes_no":  # the probed item fills {item_id} and/or {item_title}

@@ -56,11 +56,6 @@ def filter_usable_sequences(dataset, *, min_train_history: int):
                                  tf.size(ex["history"]) >= min_train_history))
 
 
-def filter_has_explanation(dataset):
-    """Keeps reviews with an extracted explanation sentence."""
-    return dataset.filter(lambda ex: tf.strings.length(ex["explanation"]) > 0)
-
-
 def _p5_window(ex, n):
     """(start, end) as P5's code draws them (src/pretrain_data.py): the target `history[end]` at
     one of the last three positions but never before the third item, then the history start at
@@ -136,10 +131,10 @@ def _unseen_sampler(dataset_name: str):
     return sample
 
 
-def add_probe_item(dataset, *, dataset_name: str):
-    """{target, negatives, interacted} -> {item_id: target or a negative (50/50), answer: yes|no}.
-    Training negatives are sampled from never-interacted items, evaluation ones are the fixed
-    prepared negatives."""
+def _probe_fn(dataset_name: str):
+    """f(ex) -> (item, answer): the target or a negative (50/50), "yes" or "no". Training
+    negatives are sampled from never-interacted items, evaluation ones are the fixed prepared
+    negatives."""
     sample = _unseen_sampler(dataset_name)
 
     def probe(ex):
@@ -147,12 +142,21 @@ def add_probe_item(dataset, *, dataset_name: str):
         sampled = tf.concat([sample(ex, 1, _SALT_NEG), [fixed]], axis=0)[0]
         negative = tf.where(ex["is_train"], sampled, fixed)
         positive = _coin(ex, _SALT_PROBE)
-        ex = dict(ex)
-        ex["item_id"] = tf.where(positive, ex["target"], negative)
-        ex["answer"] = tf.where(positive, "yes", "no")
-        return ex
+        return tf.where(positive, ex["target"], negative), tf.where(positive, "yes", "no")
 
-    return dataset.map(probe, num_parallel_calls=tf.data.AUTOTUNE)
+    return probe
+
+
+def add_probe_item(dataset, *, dataset_name: str):
+    """{target, negatives, interacted} -> {item_id: target or a negative (50/50), answer: yes|no}
+    (see `_probe_fn`)."""
+    probe = _probe_fn(dataset_name)
+
+    def fn(ex):
+        item, answer = probe(ex)
+        return {**ex, "item_id": item, "answer": answer}
+
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def add_ranked_probes(dataset, *, dataset_name: str, num_candidates: int = NUM_CANDIDATES):
@@ -162,17 +166,20 @@ def add_ranked_probes(dataset, *, dataset_name: str, num_candidates: int = NUM_C
     (the target first, then the prepared negatives, `num_candidates` in all), each with
     `item_id` = that candidate and `answer` yes for the target only; the evaluation ranks a
     user's candidates by p(yes). {target: t, negatives: [a, b]} -> 3 examples probing t, a, b.
+    One pass over the records (seqio may repeat a source before preprocessing it).
     """
-    train = add_probe_item(dataset.filter(lambda ex: ex["is_train"]), dataset_name=dataset_name)
+    probe = _probe_fn(dataset_name)
 
     def expand(ex):
+        item, answer = probe(ex)
         candidates = tf.concat([[ex["target"]], ex["negatives"][:num_candidates - 1]], axis=0)
-        answers = tf.where(tf.range(tf.size(candidates)) == 0, "yes", "no")
-        probes = tf.data.Dataset.from_tensor_slices((candidates, answers))
-        return probes.map(lambda item, answer: {**ex, "item_id": item, "answer": answer})
+        ranked = tf.where(tf.range(tf.size(candidates)) == 0, "yes", "no")
+        items = tf.cond(ex["is_train"], lambda: tf.reshape(item, [1]), lambda: candidates)
+        answers = tf.cond(ex["is_train"], lambda: tf.reshape(answer, [1]), lambda: ranked)
+        probes = tf.data.Dataset.from_tensor_slices((items, answers))
+        return probes.map(lambda i, a: {**ex, "item_id": i, "answer": a})
 
-    evaluation = dataset.filter(lambda ex: tf.logical_not(ex["is_train"])).flat_map(expand)
-    return train.concatenate(evaluation)
+    return dataset.flat_map(expand)
 
 
 def add_candidates(dataset, *, dataset_name: str, num_candidates: int = NUM_CANDIDATES):

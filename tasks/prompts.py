@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import string
 
-FAMILIES = ("rating", "sequential", "explanation", "review", "direct", "zeroshot")
+from p5_jax import families
+from p5_jax.id_text import item_text, user_text
+
+FAMILIES = families.NAMES
 OUTPUTS = ("rating", "yes_no", "like", "item", "explanation", "rating_explanation", "summary")
 LIST_SLOTS = ("history", "candidates")
 SLOTS = ("user_id", "user_desc", "item_id", "item_title", "item_brand", "item_price", "rating",
@@ -25,11 +28,7 @@ _SLOT_FIELDS = {
     "summary": "summary", "explanation": "explanation", "feature": "explanation",
     "history": "sequences", "candidates": "sequences", "target_item": "sequences",
 }
-# Fields every prompt of a family needs, whatever its slots (the records it reads).
-_FAMILY_FIELDS = {
-    "rating": ("rating",), "sequential": ("sequences",), "explanation": ("explanation",),
-    "review": ("review_text",), "direct": ("sequences",), "zeroshot": ("rating",),
-}
+
 
 
 def _placeholders(template: str) -> tuple[str, ...]:
@@ -70,7 +69,7 @@ class Prompt:
 
     @property
     def required_fields(self) -> frozenset[str]:
-        needed = set(_FAMILY_FIELDS[self.family])
+        needed = set(families.get(self.family).fields)
         for slot in self.slots + self.target_slots:
             if slot in _SLOT_FIELDS:
                 needed.add(_SLOT_FIELDS[slot])
@@ -243,6 +242,6 @@ def vocabulary_texts() -> list[str]:
         texts.append(prompt.input_template.format(**_SAMPLE_SLOTS))
         texts.append(prompt.target_template.format(**_SAMPLE_SLOTS))
     for i in range(2000):
-        texts.append(f"user_{i} : item_{i} , item_{3 * i + 1} -> item_{7 * i + 2} yes no "
-                     f"like dislike {i % 5 + 1}")
+        texts.append(f"{user_text(i)} : {item_text(i)} , {item_text(3 * i + 1)} -> "
+                     f"{item_text(7 * i + 2)} yes no like dislike {i % 5 + 1}")
     return texts

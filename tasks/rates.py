@@ -13,14 +13,8 @@ from __future__ import annotations
 import functools
 import json
 
-from p5_jax import paths
+from p5_jax import families, paths
 from p5_tasks.prompts import Prompt
-
-# family -> (examples per record per epoch, manifest count the records are).
-FAMILY_EXAMPLES = {
-    "rating": (1, "reviews"), "review": (1, "reviews"), "explanation": (1, "explanations"),
-    "sequential": (5 + 5 + 10, "users"), "direct": (10 + 5, "users"), "zeroshot": (1, "reviews"),
-}
 
 
 @functools.lru_cache(maxsize=32)
@@ -33,8 +27,8 @@ def _counts(root: str, dataset: str) -> dict:
 
 def family_examples_per_epoch(*, dataset: str, family: str) -> int:
     """P5's examples per epoch of one family on `dataset`."""
-    per_record, count_key = FAMILY_EXAMPLES[family]
-    return per_record * _counts(str(paths.prepared_root()), dataset)[count_key]
+    spec = families.get(family)
+    return spec.per_epoch * _counts(str(paths.prepared_root()), dataset)[spec.counted_in]
 
 
 def examples_per_epoch(task=None, *, dataset: str, family: str, seen_in_family: int) -> float:

@@ -15,6 +15,7 @@ import dataclasses
 import seqio
 import tensorflow as tf
 
+from p5_jax import families
 from p5_jax import vocabulary as p5_vocabulary
 from p5_tasks import pipelines, prompts, rates, sources
 
@@ -72,7 +73,7 @@ def parse_task_name(name: str) -> tuple[str, prompts.Prompt]:
 
 def _add_task(spec: DatasetSpec, prompt: prompts.Prompt) -> str:
     name = task_name(spec.name, prompt)
-    kind = sources.FAMILY_KIND[prompt.family]
+    kind = families.get(prompt.family).records
     postprocess_fn, metric_fns = pipelines.postprocess_and_metrics(prompt)
     seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(

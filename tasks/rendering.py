@@ -18,6 +18,7 @@ import seqio
 import tensorflow as tf
 
 from p5_jax import vocabulary as p5_vocabulary
+from p5_jax.id_text import ITEM_PREFIX, USER_PREFIX
 from p5_tasks.prompts import LIST_SLOTS, Prompt
 
 OUTPUT_KEYS = ("inputs", "targets", "inputs_pretokenized", "targets_pretokenized",
@@ -27,7 +28,7 @@ EXAMPLE_KEYS = ("user_id", "item_id", "target", "history", "candidates")
 
 def _join_ids(ids, joiner) -> tf.Tensor:
     """["3", "9"], "->" -> "item_3 -> item_9" ("" for no ids)."""
-    words = tf.strings.join(["item_", ids])
+    words = tf.strings.join([ITEM_PREFIX, ids])
     pairs = tf.stack([words, tf.fill(tf.shape(words), joiner)], axis=1)
     return tf.strings.reduce_join(tf.reshape(pairs, [-1])[:-1], separator=" ")
 
@@ -35,11 +36,11 @@ def _join_ids(ids, joiner) -> tf.Tensor:
 def slot_value(ex, slot: str) -> tf.Tensor:
     """The rendered text of one placeholder (see p5_tasks.prompts for the forms)."""
     if slot == "user_id":
-        return tf.strings.join(["user_", ex["user_id"]])
+        return tf.strings.join([USER_PREFIX, ex["user_id"]])
     if slot == "item_id":
-        return tf.strings.join(["item_", ex["item_id"]])
+        return tf.strings.join([ITEM_PREFIX, ex["item_id"]])
     if slot == "target_item":
-        return tf.strings.join(["item_", ex["target"]])
+        return tf.strings.join([ITEM_PREFIX, ex["target"]])
     if slot in ("rating", "star"):
         return tf.strings.as_string(ex[slot])
     if slot == "like":
@@ -115,7 +116,7 @@ def fit_lists_to_length(dataset, sequence_length, output_features, *, prompt: Pr
     joiner_cost = {j: len(vocab.encode(j)) for j in (",", "->")}
 
     def id_costs(ids):
-        return tf.cast(vocab.encode_tf(tf.strings.join(["item_", ids])).row_lengths(), tf.int32)
+        return tf.cast(vocab.encode_tf(tf.strings.join([ITEM_PREFIX, ids])).row_lengths(), tf.int32)
 
     def fn(ex):
         ex = dict(ex)

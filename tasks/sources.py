@@ -9,9 +9,6 @@ import tensorflow as tf
 from p5_jax import paths
 
 SPLITS = ("train", "validation", "test")
-# Where each family's records come from.
-FAMILY_KIND = {"rating": "reviews", "explanation": "reviews", "review": "reviews",
-               "zeroshot": "reviews", "sequential": "sequences", "direct": "sequences"}
 
 
 def _load(split, shuffle_files=False, seed=None, *, dataset: str, kind: str) -> tf.data.Dataset:

@@ -119,6 +119,22 @@ def test_direct_test_ranks_the_target_among_its_99_negatives():
     assert again["inputs_pretokenized"] == ex["inputs_pretokenized"]
 
 
+@pytest.mark.parametrize("split, per_record", [("train", 1), ("validation", 100), ("test", 100)])
+def test_direct_yes_no_probes_every_candidate_in_evaluation_even_when_repeated(split, per_record):
+    records = [_sequence(user=str(u), target="" if split == "train" else "7") for u in range(2)]
+    with injected(f"p5_{MI}_direct_5_1", split, records) as task:
+        # num_epochs=None: seqio repeats the source before these preprocessors run.
+        ds = task.get_dataset(sequence_length=LENGTHS, split=split, shuffle=False, seed=0,
+                              num_epochs=None)
+        examples = list(ds.take(2 * 2 * per_record).as_numpy_iterator())
+    users = [ex["user_id"].decode() for ex in examples]
+    assert users == (["0"] * per_record + ["1"] * per_record) * 2
+    if split != "train":
+        first = examples[:per_record]
+        assert [ex["item_id"].decode() for ex in first] == ["7"] + records[0]["negatives"]
+        assert [ex["targets_pretokenized"].decode() for ex in first] == ["yes"] + ["no"] * 99
+
+
 def test_sequential_yes_no_and_direct_yes_no_answers_are_consistent():
     records = [_sequence(user=str(u), history=[str(i) for i in range(1, 9)]) for u in range(12)]
     for task in ("sequential_2_11", "direct_5_1"):

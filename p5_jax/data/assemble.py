@@ -3,6 +3,7 @@ import dataclasses
 
 from tqdm.auto import tqdm
 
+from p5_jax import families
 from p5_jax.data import records
 from p5_jax.data.explanations import Explanation, FeatureLexicon, extract_explanation
 from p5_jax.data.indexing import index_items
@@ -65,11 +66,13 @@ def _sequence_records(source, splits, negatives, *, items_by_user, user_ids, ite
 
 
 def _split_sizes(reviews, sequences) -> dict:
-    sizes = {family: {s: len(sequences[s]) for s in records.SPLITS} for family in ("sequential", "direct")}
-    if reviews is not None:
-        sizes["rating"] = {s: len(reviews[s]) for s in records.SPLITS}
-        sizes["explanation"] = {s: sum(bool(r["explanation"]) for r in reviews[s]) for s in records.SPLITS}
-        sizes["review"] = {s: sum(bool(r["review_text"]) for r in reviews[s]) for s in records.SPLITS}
+    """family -> split -> records that can serve it (reviews: those with the family's text)."""
+    sizes = {}
+    for family in families.FAMILIES:
+        by_split = sequences if family.records == "sequences" else reviews
+        if by_split is not None:
+            sizes[family.name] = {s: sum(1 for r in by_split[s] if not family.needs_text or r[family.needs_text])
+                                  for s in records.SPLITS}
     return sizes
 
 

@@ -1,7 +1,6 @@
 """The table printed at the end of the prepare step, from a manifest."""
+from p5_jax import families
 from p5_jax.data.splits import MIN_SEQUENCE_LENGTH
-
-FAMILY_ORDER = ("rating", "explanation", "review", "sequential", "direct")
 
 
 def _row(label, value) -> str:
@@ -47,7 +46,7 @@ def format_summary(manifest: dict) -> str:
     lines.append(_row("repeat interactions", _repeats(manifest)))
     lines.append(_row("review split", _review_split(manifest)))
     lines.append(f"  {'split sizes':<28} {'train':>10} {'validation':>11} {'test':>10}")
-    for family in FAMILY_ORDER:
+    for family in families.NAMES:
         sizes = manifest["splits"].get(family)
         if sizes is None:
             lines.append(_row(family, "(no data)"))
