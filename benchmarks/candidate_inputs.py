@@ -74,15 +74,19 @@ def _line(name: str, label: str, output, input_length: int) -> str:
             f"{history_text}  random HR@10 {hr_text}")
 
 
-def run(dataset: str, *, max_users: int | None, seed: int) -> bool:
+LENGTHS = {"512": 512, "1024": 1024, "default": None}
+
+
+def run(dataset: str, *, max_users: int | None, seed: int, lengths=tuple(LENGTHS)) -> bool:
     prepare.ensure_prepared(name=dataset)
     config = evaluation.EvalConfig(batch_size=64, progress=False, min_candidate_share=0.0,
                                    bootstrap_resamples=1000, seed=seed)
     users = evaluation.sampled_users(list(catalog.users(dataset)), max_users=max_users,
                                      seed=seed)
-    all_shown = True
+    all_shown = "default" in lengths
     for name in _task_names(dataset):
-        for label, length in (("512", 512), ("1024", 1024), ("default", None)):
+        for label in lengths:
+            length = LENGTHS[label]
             output, used = _evaluate(name, config=config, input_length=length,
                                      users=users)
             print(_line(name, label, output, used), flush=True)
@@ -102,9 +106,10 @@ def main() -> None:
     parser.add_argument("--max_users", type=int, default=None,
                         help="users drawn at random per dataset (default: all test users)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lengths", nargs="+", default=list(LENGTHS), choices=list(LENGTHS))
     args = parser.parse_args()
     for dataset in args.datasets:
-        run(dataset, max_users=args.max_users, seed=args.seed)
+        run(dataset, max_users=args.max_users, seed=args.seed, lengths=tuple(args.lengths))
 
 
 if __name__ == "__main__":

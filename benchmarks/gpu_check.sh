@@ -9,5 +9,5 @@ PY="${PYTHON:-python3}"
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider -k "not sharded and not mesh" \
   tests/test_layers.py tests/test_network.py tests/test_models.py tests/test_decoding.py \
   tests/test_prefix_trie.py tests/test_hf_parity.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
-timeout 120 "$PY" benchmarks/train_throughput.py --torch_device cuda --warmup 3 --steps 20 2>&1 | tail -12 | tee "$OUT/train_bench.txt"
+timeout 120 "$PY" benchmarks/train_throughput.py --part hf --torch_device cuda --warmup 3 --steps 20 2>&1 | tail -12 | tee "$OUT/train_bench.txt"
 timeout 120 "$PY" benchmarks/decode_throughput.py --torch_device cuda 2>&1 | tail -12 | tee "$OUT/decode_bench.txt"

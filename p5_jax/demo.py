@@ -1,5 +1,5 @@
 """The main job (`make demo`): prepare the default dataset, train the tiny model on all its task
-families, evaluate every family, and write a report with plots.
+families and the SASRec baseline, evaluate every family, and write a report with plots.
 
 Each stage runs the same command a user would type, printed before it starts. Everything lands
 in `runs/demo/` (override with --out_dir); a rerun resumes training from its last checkpoint.
@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     _run("prepare", ["p5_jax.data.prepare", "--dataset", DATASET])
     _run("train", ["p5_jax.train", "--gin_file=gin/experiments/demo_train.gin",
                    _gin("MODEL_DIR", str(model_dir))])
+    _run("baseline", ["p5_jax.baselines", "--dataset", DATASET])
     _run("evaluate", ["p5_jax.eval", "--gin_file=gin/experiments/demo_eval.gin",
                       _gin("CHECKPOINT_PATH", str(model_dir)),
                       _gin("EVAL_OUTPUT_DIR", str(eval_dir))])

@@ -29,8 +29,11 @@ gin_bindings.define_flags()
 
 def build_model(task_name: str):
     """The gin-configured model, sized to the task's vocabulary as training sizes it."""
-    task = seqio.get_mixture_or_task(task_name)
-    return gin_bindings.build_model(task.output_features["targets"].vocabulary)
+    return gin_bindings.build_model(_vocabulary(task_name))
+
+
+def _vocabulary(task_name: str):
+    return seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
 
 
 def _baselines_fn(seed):
@@ -72,13 +75,13 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
              show_progress: bool = True) -> dict:
     """Restores the parameters, decodes every task under each protocol, writes the reports
     (into `output_dir`, or `output_dir/<protocol>` for several protocols); returns written paths."""
-    if sentencepiece_model_file:
-        vocabulary.use_sentencepiece_file(sentencepiece_model_file)
     protocols = tuple(protocols)
     names = evaluation.task_names(mixture_or_task_name, include_unseen=include_unseen)
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
-    model = build_model(names[0])
     directory = inference.checkpoint_dir(checkpoint_path)
+    model = gin_bindings.model_for_checkpoint(directory, lambda: _vocabulary(names[0]))
+    if sentencepiece_model_file:   # an explicit model file wins over the recorded one
+        vocabulary.use_sentencepiece_file(sentencepiece_model_file)
     params, step = inference.restore_params(
         path=directory, abstract=inference.abstract_params(model=model, mesh=mesh))
     logging.info("Restored step %d from %s; %d tasks.", step, directory, len(names))

@@ -4,7 +4,11 @@ Per family, the first evaluated task of the right kind supplies the examples (th
 are the same for every prompt of a family; only the wording differs):
 - sequential: most popular items over all items (training interactions; the user's whole history
   before the evaluated item skipped: at test, the training items and the validation item, the
-  protocol of RecBole's leave-one-out full ranking), from a free next-item prompt;
+  protocol of RecBole's leave-one-out full ranking), from a free next-item prompt; and the
+  shown candidates ranked by training popularity, from a candidate prompt (2-7..2-10 rank 100
+  candidates, an easier task than ranking every item); and SASRec
+  (train) when a cached model exists (`python -m p5_jax.baselines --dataset NAME` trains it; it is
+  never trained here), ranking every item after the same whole history, the same items skipped;
 - direct: the user's candidates ranked by training popularity, from a prompt that carries them;
 - rating: the training mean rating on a star-rating prompt, and the majority like/dislike of the
   training ratings (rating >= 4 is like) on a like prompt.
@@ -19,13 +23,19 @@ from p5_jax import baselines, intervals, metrics, report
 from p5_jax.evaluation import TaskOutput
 
 MOST_POPULAR = "most popular (train)"
+MOST_POPULAR_CANDIDATES = "most popular among the candidates (train)"
 MEAN_RATING = "training mean rating"
 MAJORITY_LIKE = "majority like/dislike (train)"
+SASREC = "SASRec (train)"
 PROTOCOL_NOTE = (
     "most popular (train) ranks every item by its number of training interactions, leaving out "
     "the user's whole history before the evaluated item (at test: the training items and the "
     "validation item); equal counts in a seeded hashed order; as RecBole's leave-one-out full "
-    "ranking (see docs/EVALUATION_PROTOCOL.md)")
+    "ranking (see docs/EVALUATION_PROTOCOL.md). SASRec (train), a self-attentive sequential "
+    "model trained on the training sequences (full softmax, early stopping on validation "
+    "NDCG@10), ranks every item after the last 50 items of the same whole history, leaving out "
+    "the same items; its row appears only for a dataset with a cached model, made by "
+    "`python -m p5_jax.baselines --dataset NAME`")
 
 
 def _first(outputs: Sequence[TaskOutput], *, family: str, output: str,
@@ -56,6 +66,13 @@ def _sequential(task_output: TaskOutput, *, counts, all_items, full_histories, s
     return _scored("ranking", metrics.ranking_metrics, rows, predictions, seed=seed)
 
 
+def _sasrec(task_output: TaskOutput, *, ranker, full_histories, seed) -> dict:
+    rows = task_output.rows
+    predictions = ranker.rank([full_histories[row["user_id"]] for row in rows],
+                              top_k=baselines.DEFAULT_TOP_K)
+    return _scored("ranking", metrics.ranking_metrics, rows, predictions, seed=seed)
+
+
 def _direct(task_output: TaskOutput, *, counts, seed) -> dict:
     rows = task_output.rows
     predictions = baselines.most_popular_candidates(
@@ -78,23 +95,34 @@ def _majority_like(task_output: TaskOutput, *, ratings, seed) -> dict:
 
 def family_baselines(*, outputs: Sequence[TaskOutput], train_histories: Callable[[], list],
                      train_ratings: Callable[[], list], all_items: Callable[[], list],
-                     split_histories: Callable[[], dict], seed: int = 0) -> dict:
+                     split_histories: Callable[[], dict],
+                     sasrec: Callable[[], object | None] = lambda: None, seed: int = 0) -> dict:
     """{family: {baseline name: metrics (with their intervals)}} for the families present.
 
     The callables load one dataset's training histories (lists of item ids), training ratings,
-    item ids, and {user id: every item before the evaluated one} of the evaluated split; each
-    is called only when a baseline needs it.
+    item ids, {user id: every item before the evaluated one} of the evaluated split, and the
+    cached SASRec ranker (None when there is none: its row is then left out); each is called
+    only when a baseline needs it.
     """
     result: dict[str, dict[str, dict]] = {}
     sequential = _first(outputs, family="sequential", output="item", slots=("history",),
                         without="candidates")
     direct = _first(outputs, family="direct", output="item", slots=("candidates",))
-    if sequential or direct:
+    from_candidates = _first(outputs, family="sequential", output="item", slots=("candidates",))
+    if sequential or direct or from_candidates:
         counts = baselines.count_interactions(train_histories())
         if sequential:
+            full_histories = split_histories()
             result.setdefault("sequential", {})[MOST_POPULAR] = _sequential(
                 sequential, counts=counts, all_items=all_items(),
-                full_histories=split_histories(), seed=seed)
+                full_histories=full_histories, seed=seed)
+            ranker = sasrec()
+            if ranker is not None:
+                result["sequential"][SASREC] = _sasrec(
+                    sequential, ranker=ranker, full_histories=full_histories, seed=seed)
+        if from_candidates:   # the baseline that 2-7..2-10 (ranking 100 candidates) compare with
+            result.setdefault("sequential", {})[MOST_POPULAR_CANDIDATES] = _direct(
+                from_candidates, counts=counts, seed=seed)
         if direct:
             result.setdefault("direct", {})[MOST_POPULAR] = _direct(direct, counts=counts,
                                                                     seed=seed)
@@ -111,9 +139,24 @@ def family_baselines(*, outputs: Sequence[TaskOutput], train_histories: Callable
     return result
 
 
+def cached_sasrec(*, root, dataset: str):
+    """The cached SASRec ranker of a prepared dataset, or None (absent or stale: logged)."""
+    from absl import logging
+
+    from p5_jax import sasrec
+
+    cached, reason = sasrec.cache_status(root, dataset)
+    if cached is None:
+        logging.warning("No SASRec row for %s: %s; train it with python -m p5_jax.baselines "
+                     "--dataset %s", dataset, reason, dataset)
+        return None
+    return cached.ranker
+
+
 def prepared_training_data(*, root, dataset: str, split: str = "test") -> dict[str, Callable]:
-    """Loaders of a prepared dataset's training histories, ratings, item ids and the full
-    histories of the evaluated `split` (test: training items plus the validation item)."""
+    """Loaders of a prepared dataset's training histories, ratings, item ids, the full
+    histories of the evaluated `split` (test: training items plus the validation item) and
+    its cached SASRec."""
     from p5_jax.data import tfds_builders
     from p5_tasks import catalog
 
@@ -131,4 +174,5 @@ def prepared_training_data(*, root, dataset: str, split: str = "test") -> dict[s
 
     return {"train_histories": histories, "train_ratings": ratings,
             "split_histories": lambda: dict(sequences(split)),
-            "all_items": lambda: [str(i) for i in catalog.item_ids(dataset)]}
+            "all_items": lambda: [str(i) for i in catalog.item_ids(dataset)],
+            "sasrec": lambda: cached_sasrec(root=root, dataset=dataset)}

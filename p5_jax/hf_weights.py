@@ -3,6 +3,8 @@
 Safetensors are parsed with numpy (no torch). HF linear weights are [out, in]; our kernels are
 [in, out], so they are transposed. A P5 checkpoint's `encoder.whole_word_embeddings.weight` is
 loaded when present; otherwise an enabled whole-word table is freshly initialised.
+`config_from_param_shapes` reads the architecture back from our own parameter shapes (a p5-jax
+checkpoint), so a training run can start from either kind of checkpoint.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ SAFETENSORS_DTYPES = {
 }
 WHOLE_WORD_TENSOR = "encoder.whole_word_embeddings.weight"
 TIED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+SENTENCEPIECE_FILE = "spiece.model"  # the tokenizer file of a Hugging Face T5 folder
 
 
 class CheckpointError(ValueError):
@@ -68,21 +73,41 @@ def write_safetensors(*, path: str, tensors: dict[str, np.ndarray]) -> None:
         f.write(struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(chunks))
 
 
-def read_checkpoint_tensors(*, folder: str) -> dict[str, np.ndarray]:
-    """All tensors of `model.safetensors`, or of the shards named in its index file."""
-    single = os.path.join(folder, "model.safetensors")
+def is_hf_folder(path) -> bool:
+    """Whether `path` looks like a Hugging Face model folder (it has a config.json)."""
+    return os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
+def weight_files(*, folder: str) -> list[str]:
+    """The safetensors files holding the weights (one file, or the shards of its index)."""
+    single = os.path.join(folder, WEIGHTS_FILE)
     index = single + ".index.json"
     if os.path.exists(single):
-        return read_safetensors(path=single)
+        return [single]
     if os.path.exists(index):
         with open(index) as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
-        tensors = {}
-        for shard in shards:
-            tensors.update(read_safetensors(path=os.path.join(folder, shard)))
-        return tensors
+        return [os.path.join(folder, shard) for shard in shards]
     raise CheckpointError(
-        f"{folder} has neither model.safetensors nor model.safetensors.index.json.")
+        f"{folder} has neither {WEIGHTS_FILE} nor {WEIGHTS_FILE}.index.json.")
+
+
+def read_checkpoint_tensors(*, folder: str) -> dict[str, np.ndarray]:
+    """All tensors of `model.safetensors`, or of the shards named in its index file."""
+    tensors = {}
+    for path in weight_files(folder=folder):
+        tensors.update(read_safetensors(path=path))
+    return tensors
+
+
+def read_hf_config(*, folder: str, **overrides) -> T5Config:
+    """Our T5Config from a Hugging Face folder's config.json (no weights read)."""
+    config_path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise CheckpointError(f"{folder} has no {CONFIG_FILE}.")
+    with open(config_path) as f:
+        hf_config = json.load(f)
+    return config_from_hf(hf_config, **overrides)
 
 
 def config_from_hf(hf_config: dict, *, whole_word_embeddings: int = 0, dtype: str = "float32",
@@ -172,6 +197,45 @@ def tensor_map(config: T5Config) -> list[tuple[str, tuple[str, ...], bool]]:
     return entries
 
 
+def _layer_count(shapes, side: str) -> int:
+    indices = {int(path[1][len("layers_"):]) for path in shapes
+               if len(path) > 2 and path[0] == side and path[1].startswith("layers_")}
+    if indices != set(range(len(indices))):
+        raise CheckpointError(f"{side} layers {sorted(indices)} are not numbered 0..n-1.")
+    return len(indices)
+
+
+def config_from_param_shapes(shapes: dict[tuple[str, ...], tuple[int, ...]],
+                             **fields) -> T5Config:
+    """The T5Config whose parameter tree has these shapes (flat paths, our names).
+
+    Shapes give the vocabulary rows, widths, heads, layers, feed-forward kind, tying, relative
+    buckets and whole-word rows; the rest (relative_max_distance, epsilon, dropout, dtype) are
+    not stored in shapes and come from `fields` or the T5Config defaults.
+    """
+    def shape(*path):
+        if path not in shapes:
+            raise CheckpointError(f"Not a T5 parameter tree: it lacks {'/'.join(path)}.")
+        return shapes[path]
+
+    vocab_size, d_model = shape("token_embedder")
+    buckets, num_heads = shape("encoder", "relpos_bias", "rel_embedding")
+    joined_kv = shape("encoder", "layers_0", "attention", "query")[1]
+    gated = ("encoder", "layers_0", "mlp", "wi_0") in shapes
+    d_ff = shape("encoder", "layers_0", "mlp", "wi_0" if gated else "wi")[1]
+    if joined_kv % num_heads:
+        raise CheckpointError(f"Query width {joined_kv} is not a multiple of {num_heads} heads.")
+    whole_words = shapes.get(("whole_word_embedder",), (0,))[0]
+    return T5Config(**{
+        "vocab_size": vocab_size, "d_model": d_model, "num_heads": num_heads,
+        "d_kv": joined_kv // num_heads, "d_ff": d_ff,
+        "num_encoder_layers": _layer_count(shapes, "encoder"),
+        "num_decoder_layers": _layer_count(shapes, "decoder"),
+        "feed_forward": "gated-gelu" if gated else "relu",
+        "tie_embeddings": ("logits_dense",) not in shapes, "relative_buckets": buckets,
+        "whole_word_embeddings": whole_words, **fields})
+
+
 def expected_shapes(config: T5Config) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Our parameter shapes, from an abstract init (no compute)."""
     tokens = jnp.ones((1, 2), jnp.int32)
@@ -223,13 +287,8 @@ def load_hf_t5(*, folder: str, whole_word_embeddings: int = 0, dtype: str = "flo
                dropout_rate: float | None = None, whole_word_seed: int = 0
                ) -> tuple[T5Config, dict]:
     """Reads a HF T5 folder (config.json + safetensors) into (T5Config, unboxed params)."""
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.exists(config_path):
-        raise CheckpointError(f"{folder} has no config.json.")
-    with open(config_path) as f:
-        hf_config = json.load(f)
-    config = config_from_hf(hf_config, whole_word_embeddings=whole_word_embeddings, dtype=dtype,
-                            dropout_rate=dropout_rate)
+    config = read_hf_config(folder=folder, whole_word_embeddings=whole_word_embeddings,
+                            dtype=dtype, dropout_rate=dropout_rate)
     tensors = read_checkpoint_tensors(folder=folder)
     params = params_from_hf_tensors(config=config, tensors=tensors,
                                     whole_word_seed=whole_word_seed)

@@ -40,14 +40,14 @@ def infer(*, user_id: str, item_id: str | None = None, top_k: int = 10, checkpoi
           dataset: str, task_feature_lengths: Mapping[str, int], data_parallel: int = -1,
           model_parallel: int = 1, sentencepiece_model_file: str | None = None) -> dict:
     """Restores the parameters and answers for one user (see p5_jax.recommend)."""
-    if sentencepiece_model_file:
-        vocabulary.use_sentencepiece_file(sentencepiece_model_file)
     recommend.validate(root=paths.prepared_root(), dataset=dataset, user_id=user_id,
                        item_id=item_id)
     vocab = p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
-    model = gin_bindings.build_model(vocab)
-    mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
     directory = inference.checkpoint_dir(checkpoint_path)
+    model = gin_bindings.model_for_checkpoint(directory, lambda: vocab)
+    if sentencepiece_model_file:   # an explicit model file wins over the recorded one
+        vocabulary.use_sentencepiece_file(sentencepiece_model_file)
+    mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
     params, step = inference.restore_params(
         path=directory, abstract=inference.abstract_params(model=model, mesh=mesh))
     logging.info("Restored step %d from %s.", step, directory)

@@ -1,7 +1,10 @@
 """EncoderDecoderModel: loss, scoring and beam-search prediction around the T5 network.
 
 Batch keys (see docs/ARCHITECTURE.md): encoder_input_tokens, encoder_whole_word_ids (optional),
-decoder_input_tokens, decoder_target_tokens, decoder_loss_weights.
+decoder_input_tokens, decoder_target_tokens, decoder_loss_weights; packed batches (several
+examples per row, `P5EncDecFeatureConverter(pack=True)`) add encoder_segment_ids and
+decoder_segment_ids (their encoder_positions and decoder_positions are not needed: within a
+segment, index distances are position distances; see `network.Encoder`).
 """
 from __future__ import annotations
 
@@ -53,6 +56,12 @@ def merge_static_cache(cache, static):
     return traverse_util.unflatten_dict({**traverse_util.flatten_dict(cache), **static})
 
 
+def _refuse_packed(batch, name):
+    if "encoder_segment_ids" in batch or "decoder_segment_ids" in batch:
+        raise ValueError(f"{name} takes one example per row; give it unpacked batches "
+                         "(P5EncDecFeatureConverter(pack=False)).")
+
+
 class EncoderDecoderModel:
     """Loss, scoring and prediction for a `Transformer`; params are passed unboxed."""
 
@@ -75,10 +84,16 @@ class EncoderDecoderModel:
         rngs = None if dropout_rng is None else {"dropout": dropout_rng}
         return self.module.apply(
             {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-            batch.get("encoder_whole_word_ids"), enable_dropout=dropout_rng is not None, rngs=rngs)
+            batch.get("encoder_whole_word_ids"),
+            encoder_segment_ids=batch.get("encoder_segment_ids"),
+            decoder_segment_ids=batch.get("decoder_segment_ids"),
+            enable_dropout=dropout_rng is not None, rngs=rngs)
 
     def loss_fn(self, params, batch, dropout_rng=None):
         """(mean loss per target token, aux); dropout is on exactly when dropout_rng is given.
+
+        Packed and unpacked batches give the same per-token losses: the mean runs over the real
+        target tokens of the batch however they are laid out in rows.
 
         aux: loss_sum (summed cross entropy, z-loss excluded), num_tokens, num_correct (argmax
         hits), z_loss (mean z-loss term). loss = (loss_sum + summed z-loss) / num_tokens.
@@ -100,7 +115,11 @@ class EncoderDecoderModel:
         return (loss_sum + z_sum) / denominator, aux
 
     def score_batch(self, params, batch):
-        """Per-example sum of log p(target token) over positions with nonzero loss weight."""
+        """Per-example sum of log p(target token) over positions with nonzero loss weight.
+
+        One example per row: packed batches (segment ids) are refused.
+        """
+        _refuse_packed(batch, "score_batch")
         logits = self._logits(params, batch).astype(jnp.float32)
         log_probs = jax.nn.log_softmax(logits, axis=-1)
         targets = batch["decoder_target_tokens"]
@@ -123,8 +142,9 @@ class EncoderDecoderModel:
         """Beam search: (tokens_BxKxT, scores_BxK), best first.
 
         The encoder and the cross-attention key/value projections run once per example, and the
-        beams of an example read that one copy (no per-beam expansion).
+        beams of an example read that one copy (no per-beam expansion). One example per row.
         """
+        _refuse_packed(batch, "predict_batch")
         encoder_tokens = batch["encoder_input_tokens"]
         encoded = self.module.apply({"params": params}, encoder_tokens,
                                     batch.get("encoder_whole_word_ids"),

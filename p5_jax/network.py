@@ -134,19 +134,50 @@ class DecoderLayer(nn.Module):
         return constrain(y, ("batch", "length", "embed"))
 
 
+def _check_segment_ids(encoder_segment_ids, decoder_segment_ids):
+    if (encoder_segment_ids is None) != (decoder_segment_ids is None):
+        raise ValueError("Packed batches need both encoder_segment_ids and decoder_segment_ids "
+                         "(or neither, for one example per row).")
+
+
+def encoder_self_mask(encoder_input_tokens, encoder_segment_ids=None):
+    """[B, 1, 1, L] key-padding mask, or [B, 1, L, L] within-segment mask for packed rows."""
+    if encoder_segment_ids is None:
+        return (encoder_input_tokens > 0)[:, None, None, :]
+    keys = encoder_segment_ids[:, None, :]
+    return ((encoder_segment_ids[:, :, None] == keys) & (keys > 0))[:, None]
+
+
+def cross_mask(encoder_input_tokens, encoder_segment_ids=None, decoder_segment_ids=None):
+    """[B, 1, 1, L] key-padding mask, or [B, 1, T, L]: each target token sees only the inputs
+    of its own example (segment) in a packed row."""
+    if decoder_segment_ids is None:
+        return (encoder_input_tokens > 0)[:, None, None, :]
+    keys = encoder_segment_ids[:, None, :]
+    return ((decoder_segment_ids[:, :, None] == keys) & (keys > 0))[:, None]
+
+
 class Encoder(nn.Module):
-    """Embedded inputs [B, L, E] -> encoded [B, L, E]; padding keys (token 0) are masked."""
+    """Embedded inputs [B, L, E] -> encoded [B, L, E]; padding keys (token 0) are masked.
+
+    Packed rows (`segment_ids` [B, L], 1, 2, ... per example, 0 on padding) attend only within
+    their segment. The relative position bias is one [1, H, L, L] table from row indices: a
+    packed example's tokens are contiguous and its positions count up by one, so for every pair
+    inside a segment key index minus query index equals key position minus query position, and
+    the buckets are those of the example on its own (they restart per segment); pairs across
+    segments are masked before the softmax.
+    """
     config: T5Config
 
     @nn.compact
-    def __call__(self, x, encoder_input_tokens, *, enable_dropout=False):
+    def __call__(self, x, encoder_input_tokens, *, segment_ids=None, enable_dropout=False):
         cfg, dtype = self.config, jnp.dtype(self.config.dtype)
         length = encoder_input_tokens.shape[1]
         positions = jnp.arange(length)
         bias = RelativePositionBias(cfg.relative_buckets, cfg.relative_max_distance,
                                     cfg.num_heads, bidirectional=True, dtype=dtype,
                                     name="relpos_bias")(positions[None, :], positions)
-        mask = (encoder_input_tokens > 0)[:, None, None, :]
+        mask = encoder_self_mask(encoder_input_tokens, segment_ids)
         x = _dropout(cfg, x, enable_dropout)
         for i in range(cfg.num_encoder_layers):
             x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias=bias, mask=mask,
@@ -156,7 +187,13 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Embedded targets [B, T, E] -> hidden [B, T, E], causal; one token per call when decoding."""
+    """Embedded targets [B, T, E] -> hidden [B, T, E], causal; one token per call when decoding.
+
+    Packed rows (`decoder_segment_ids` [B, T] with `encoder_segment_ids` [B, L]) attend causally
+    within their segment and cross-attend only to their own example's inputs; the relative
+    position bias is shared as in `Encoder` (within a segment index and position distances
+    agree). Cached decoding takes one example per row (no segment ids).
+    """
     config: T5Config
 
     def _positions(self, length, decode, max_decode_length):
@@ -175,19 +212,26 @@ class Decoder(nn.Module):
         return query_positions, jnp.arange(max_decode_length), None  # mask kept by the cache
 
     @nn.compact
-    def __call__(self, y, encoded, encoder_input_tokens, *, decode=False, max_decode_length=None,
+    def __call__(self, y, encoded, encoder_input_tokens, *, encoder_segment_ids=None,
+                 decoder_segment_ids=None, decode=False, max_decode_length=None,
                  enable_dropout=False):
         cfg, dtype = self.config, jnp.dtype(self.config.dtype)
+        _check_segment_ids(encoder_segment_ids, decoder_segment_ids)
+        if decode and decoder_segment_ids is not None:
+            raise ValueError("Cached decoding takes one example per row: no segment ids.")
         length = y.shape[1]
         query_pos, key_pos, self_mask = self._positions(length, decode, max_decode_length)
         bias = RelativePositionBias(cfg.relative_buckets, cfg.relative_max_distance,
                                     cfg.num_heads, bidirectional=False, dtype=dtype,
                                     name="relpos_bias")(query_pos, key_pos)
-        cross_mask = (encoder_input_tokens > 0)[:, None, None, :]
+        if decoder_segment_ids is not None:
+            same = decoder_segment_ids[:, :, None] == decoder_segment_ids[:, None, :]
+            self_mask = self_mask & same[:, None]
+        cross = cross_mask(encoder_input_tokens, encoder_segment_ids, decoder_segment_ids)
         y = _dropout(cfg, y, enable_dropout)
         for i in range(cfg.num_decoder_layers):
             y = DecoderLayer(cfg, name=f"layers_{i}")(
-                y, encoded, bias=bias, self_mask=self_mask, cross_mask=cross_mask,
+                y, encoded, bias=bias, self_mask=self_mask, cross_mask=cross,
                 decode=decode, max_decode_length=max_decode_length,
                 enable_dropout=enable_dropout)
         y = RMSNorm(cfg.layer_norm_epsilon, dtype, name="final_layer_norm")(y)
@@ -217,31 +261,36 @@ class Transformer(nn.Module):
         x = jnp.take(self.token_embedder, tokens, axis=0).astype(jnp.dtype(self.config.dtype))
         return constrain(x, ("batch", "length", "embed"))
 
-    def encode(self, encoder_input_tokens, encoder_whole_word_ids=None, *, enable_dropout=False):
+    def encode(self, encoder_input_tokens, encoder_whole_word_ids=None, *,
+               encoder_segment_ids=None, enable_dropout=False):
         """Tokens [B, L] (+ whole-word ids [B, L]) -> encoded [B, L, E].
 
         Whole-word embeddings are added when the table is enabled and ids are given; ids past
         the table are capped at its last row, as the feature converter caps them.
+        `encoder_segment_ids` [B, L] (packed rows) keeps attention inside each example.
         """
         x = self._embed(encoder_input_tokens)
         if self.config.whole_word_embeddings and encoder_whole_word_ids is not None:
             words = jnp.take(self.whole_word_embedder, encoder_whole_word_ids, axis=0,
                              mode="clip")
             x = x + words.astype(x.dtype)
-        return self.encoder(x, encoder_input_tokens, enable_dropout=enable_dropout)
+        return self.encoder(x, encoder_input_tokens, segment_ids=encoder_segment_ids,
+                            enable_dropout=enable_dropout)
 
-    def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, *, enable_dropout=False,
+    def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, *,
+               encoder_segment_ids=None, decoder_segment_ids=None, enable_dropout=False,
                decode=False, max_decode_length=None):
         """-> logits [B, T, V] in the compute dtype. decode=True uses the "cache" collection.
 
         With decode=True, the call that creates the cache projects `encoded` to the
         cross-attention keys/values stored there; later (one-token) calls read them back and
-        leave `encoded` unused.
+        leave `encoded` unused. Packed rows pass both segment ids (teacher forcing only).
         """
         if decode and max_decode_length is None:
             raise ValueError("decode=True needs max_decode_length (the cache length).")
         y = self._embed(decoder_input_tokens)
-        y = self.decoder(y, encoded, encoder_input_tokens, decode=decode,
+        y = self.decoder(y, encoded, encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
+                         decoder_segment_ids=decoder_segment_ids, decode=decode,
                          max_decode_length=max_decode_length, enable_dropout=enable_dropout)
         if self.config.tie_embeddings:
             y = y * self.config.d_model ** -0.5
@@ -251,8 +300,14 @@ class Transformer(nn.Module):
         return constrain(logits, ("batch", "length", "vocab"))
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, encoder_whole_word_ids=None,
-                 *, enable_dropout=False):
+                 *, encoder_segment_ids=None, decoder_segment_ids=None, enable_dropout=False):
+        """-> logits [B, T, V]. Packed rows: both segment ids [B, L] and [B, T] (1, 2, ... per
+        example, 0 on padding); without them every row is one example."""
+        _check_segment_ids(encoder_segment_ids, decoder_segment_ids)
         encoded = self.encode(encoder_input_tokens, encoder_whole_word_ids,
+                              encoder_segment_ids=encoder_segment_ids,
                               enable_dropout=enable_dropout)
         return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                           encoder_segment_ids=encoder_segment_ids,
+                           decoder_segment_ids=decoder_segment_ids,
                            enable_dropout=enable_dropout)

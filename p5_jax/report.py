@@ -253,20 +253,34 @@ def plot_loss_curve(loss_history: Sequence[tuple[int, float]], path) -> pathlib.
     return _save(fig, path)
 
 
+def _error_bars(values, bounds, columns) -> list[list[float]]:
+    """[[below...], [above...]] of each column's interval around its value (0 without one)."""
+    below, above = [], []
+    for value, column in zip(values, columns):
+        low, high = (bounds.get(column) or (None, None))
+        known = low is not None and high is not None and math.isfinite(value)
+        below.append(max(value - float(low), 0.0) if known else 0.0)
+        above.append(max(float(high) - value, 0.0) if known else 0.0)
+    return [below, above]
+
+
 def _bar_series(family, columns, results, baselines):
-    series = []
-    for unseen, label in ((False, "ours, seen prompts"), (True, "ours, unseen prompts")):
-        means = family_means(results, unseen=unseen).get(family)
-        if means:
-            series.append((label, means))
-    series += [(f"baseline: {n}", m) for n, m in baselines.get(family, {}).items()]
-    return [(label, [float(m.get(c, math.nan)) for c in columns]) for label, m in series]
+    """(label, values, error bars) per task of the family, then per baseline."""
+    series = [(r.prompt + (" (unseen)" if r.unseen else ""), r.metrics, r.intervals)
+              for r in results if r.family == family]
+    series += [(f"baseline: {n}", m, m.get(INTERVALS) or {})
+               for n, m in baselines.get(family, {}).items()]
+    out = []
+    for label, metrics, bounds in series:
+        values = [float(metrics.get(c, math.nan)) for c in columns]
+        out.append((label, values, _error_bars(values, bounds, columns)))
+    return out
 
 
 def plot_metrics(results: Sequence[TaskResult], path, *,
                  baselines: Baselines | None = None) -> pathlib.Path:
-    """PNG bar chart: one panel per family, the family's metrics (mean over prompts) for our model
-    on seen and unseen prompts beside each baseline."""
+    """PNG bar chart: one panel per family, the family's metrics for each evaluated prompt (seen,
+    then unseen) beside each baseline, with 95% intervals as error bars where they exist."""
     baselines = baselines or {}
     families = _families(results, baselines)
     if not families:
@@ -278,12 +292,15 @@ def plot_metrics(results: Sequence[TaskResult], path, *,
         columns = [c for c in _columns(family, rows) if c != UNPARSEABLE]
         series = _bar_series(family, columns, results, baselines)
         width = 0.8 / max(len(series), 1)
-        for index, (label, values) in enumerate(series):
+        for index, (label, values, errors) in enumerate(series):
             positions = [x + (index - (len(series) - 1) / 2) * width for x in range(len(columns))]
-            ax.bar(positions, values, width=width, label=label)
-        ax.set_xticks(range(len(columns)), [_title(c) for c in columns])
+            has_errors = any(e > 0 for side in errors for e in side)
+            ax.bar(positions, values, width=width, label=label,
+                   yerr=errors if has_errors else None, capsize=1.5, error_kw={"elinewidth": 0.6})
+        ax.set_xticks(range(len(columns)), [_title(c) for c in columns],
+                      rotation=30 if len(columns) > 6 else 0, fontsize="small")
         ax.set_title(family)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", ncol=2)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

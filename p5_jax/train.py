@@ -4,37 +4,52 @@ r"""Train P5 from gin files, t5x style.
     --gin.MIXTURE_OR_TASK_NAME="'p5_musical_instruments_all'" --gin.MODEL_DIR="'/tmp/x'" \
     --gin.TRAIN_STEPS=100
 
-Writes TensorBoard events to MODEL_DIR/train, checkpoints to MODEL_DIR/checkpoints and the
-operative gin config to MODEL_DIR/config.gin; a rerun with the same MODEL_DIR resumes.
+Writes TensorBoard events to MODEL_DIR/train, checkpoints to MODEL_DIR/checkpoints, the
+operative gin config to MODEL_DIR/config.gin and the SentencePiece model the tasks tokenized with
+to MODEL_DIR/spiece.model; a rerun with the same MODEL_DIR resumes.
+
+INITIAL_CHECKPOINT (a Hugging Face T5 folder with config.json, model.safetensors and
+spiece.model, or a p5-jax MODEL_DIR, its checkpoints/ folder or one step folder) starts a new
+run from that checkpoint's weights and SentencePiece model: every parameter but the whole-word
+table (which T5 lacks and which starts fresh), new optimizer state, step 0. Its architecture
+must be the gin model's. A MODEL_DIR that already has checkpoints resumes and ignores it.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import os
-from collections.abc import Mapping
+import pathlib
+from collections.abc import Callable, Mapping
 
 import gin
 import jax
+import numpy as np
 import seqio
 from absl import logging
+from flax import traverse_util
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 from p5_tasks import registration
 
-from p5_jax import (checkpoints, feature_converter, gin_bindings, input_pipeline, partitioning, summaries, trainer, vocabulary)
+from p5_jax import (checkpoints, feature_converter, gin_bindings, hf_weights, inference,
+                    input_pipeline, models, network, partitioning, summaries, trainer, vocabulary)
 
 gin_bindings.define_flags()
 
 
-def _model_for(task_name: str):
+def _model_for(task_name: str, start: _Start | None = None):
     task = seqio.get_mixture_or_task(task_name)
-    return gin_bindings.build_model(task.output_features["targets"].vocabulary)
+    if start is None:
+        return gin_bindings.build_model(task.output_features["targets"].vocabulary)
+    return _model_of_checkpoint(start, task.output_features["targets"].vocabulary)
 
 
-def _dataset_fn(*, name, lengths, split, shuffle, seed, num_epochs):
+def _dataset_fn(*, name, lengths, split, shuffle, seed, num_epochs, pack=False):
     return input_pipeline.seqio_dataset_fn(
         mixture_or_task_name=name, task_feature_lengths=lengths, split=split,
-        feature_converter=feature_converter.P5EncDecFeatureConverter(pack=False),
+        feature_converter=feature_converter.P5EncDecFeatureConverter(pack=pack),
         shuffle=shuffle, seed=seed, num_epochs=num_epochs,
         process_index=jax.process_index(), process_count=jax.process_count())
 
@@ -47,28 +62,46 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           accumulation_steps: int = 1, seed: int = 0, log_every: int = 100,
           eval_every: int = 0, eval_steps: int = 20, checkpoint_every: int = 1000,
           keep_checkpoints: int = 3, sentencepiece_model_file: str | None = None,
-          sequential_sampling: str = "p5", show_progress: bool = True):
+          sequential_sampling: str = "p5", show_progress: bool = True, pack: bool = True,
+          initial_checkpoint: str | None = None):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
+
+    `initial_checkpoint`: a Hugging Face T5 folder or a p5-jax checkpoint to start from (see the
+    module docstring); ignored when `model_dir` already has checkpoints (the run resumes).
+    `sentencepiece_model_file`: the tasks' SentencePiece model (default: the project's, trained
+    on the prepared data). A checkpoint that carries its own (a HF folder's spiece.model, the one
+    a p5-jax run recorded, MODEL_DIR's own when resuming) takes precedence; this may then only
+    name that same model.
 
     `sequential_sampling`: "p5" (targets from the last three training positions, as P5's code)
     or "all_prefixes" (any cut point: more distinct examples for small, data-hungry runs).
+
+    `pack`: several examples per row (first-fit packing, attention kept inside each example)
+    for the training and validation batches, so `batch_size` counts rows; False gives one
+    example per row.
     """
     if sequential_sampling != "p5":
         registration.set_sequential_sampling(sequential_sampling)
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
     partitioning.check_batch_size(batch_size=batch_size, mesh=mesh,
                                   accumulation_steps=accumulation_steps)
-    if sentencepiece_model_file:
-        vocabulary.use_sentencepiece_file(sentencepiece_model_file)
+    start = _start_point(initial_checkpoint=initial_checkpoint, model_dir=model_dir,
+                         sentencepiece_model_file=sentencepiece_model_file)
+    model_file = start.sentencepiece_file if start else sentencepiece_model_file
+    if model_file:  # before the first tokenization
+        vocabulary.use_sentencepiece_file(model_file)
+    trainer_class = trainer.Trainer
+    if start is not None and start.load_params is not None:
+        trainer_class = functools.partial(_InitialCheckpointTrainer, start=start)
     schedule = gin_bindings.make_schedule(total_steps=train_steps)
-    train_state = trainer.Trainer(
-        model=_model_for(mixture_or_task_name), optimizer=gin_bindings.make_adamw(
+    train_state = trainer_class(
+        model=_model_for(mixture_or_task_name, start), optimizer=gin_bindings.make_adamw(
             learning_rate=schedule), mesh=mesh, batch_size=batch_size,
         input_length=task_feature_lengths["inputs"], target_length=task_feature_lengths["targets"],
         learning_rate_fn=schedule, accumulation_steps=accumulation_steps, dropout_seed=seed)
     host_batch = input_pipeline.host_batch_size(global_batch_size=batch_size,
                                                 process_count=jax.process_count())
-    common = dict(name=mixture_or_task_name, lengths=task_feature_lengths, seed=seed)
+    common = dict(name=mixture_or_task_name, lengths=task_feature_lengths, seed=seed, pack=pack)
     batches = input_pipeline.BatchIterator(
         dataset_fn=_dataset_fn(split="train", shuffle=True, num_epochs=None, **common),
         batch_size=host_batch)
@@ -78,6 +111,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
         eval_fn = _cached_batches(lambda: itertools.islice(input_pipeline.BatchIterator(
             dataset_fn=eval_dataset, batch_size=host_batch), eval_steps))
     _write_operative_config(model_dir)
+    _record_vocabulary(model_dir, mixture_or_task_name)
     log = summaries.TrainingLog(logdir=os.path.join(model_dir, "train"), total_steps=train_steps,
                                 show_progress=show_progress)
     with checkpoints.Checkpointer(directory=os.path.join(model_dir, "checkpoints"),
@@ -106,6 +140,175 @@ def _write_operative_config(model_dir: str) -> None:
         os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "config.gin"), "w") as f:
             f.write(gin.config_str())
+
+
+def _record_vocabulary(model_dir: str, task_name: str) -> None:
+    """Keeps the run's SentencePiece model in MODEL_DIR, for runs that start from this one."""
+    vocab = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
+    model_file = getattr(vocab, "sentencepiece_model_file", None)
+    if jax.process_index() == 0 and model_file:
+        checkpoints.record_sentencepiece_model(model_dir=model_dir, model_file=model_file)
+
+
+# -- starting from a checkpoint ------------------------------------------------------------------
+WHOLE_WORD_PATH = ("whole_word_embedder",)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """The checkpoint a run takes its architecture from, and its parameters unless resuming."""
+    subject: str                      # how messages name it
+    path: str
+    config: network.T5Config          # the architecture the checkpoint holds
+    fields: tuple[str, ...]           # the T5Config fields the gin model must match
+    sentencepiece_file: str | None    # the tasks' SentencePiece model (None: the gin default)
+    load_params: Callable[[], dict] | None  # flat numpy params but the whole-word table; None
+                                            # when resuming (the train state is restored)
+
+
+def _start_point(*, initial_checkpoint: str | None, model_dir: str,
+                 sentencepiece_model_file: str | None) -> _Start | None:
+    """What the run starts from: MODEL_DIR's own checkpoints when there are any (resuming),
+    else INITIAL_CHECKPOINT, else nothing (random initialisation)."""
+    own_directory = os.path.join(model_dir, "checkpoints")
+    step = checkpoints.latest_step(own_directory)
+    if step is not None:
+        if initial_checkpoint:
+            logging.warning("MODEL_DIR %s has checkpoints (latest step %d): resuming from them; "
+                            "INITIAL_CHECKPOINT %s is ignored.", model_dir, step,
+                            initial_checkpoint)
+        return _p5_jax_start(subject="MODEL_DIR's checkpoint", path=model_dir,
+                             directory=own_directory, step=step,
+                             sentencepiece_model_file=sentencepiece_model_file, resume=True)
+    if not initial_checkpoint:
+        return None
+    if hf_weights.is_hf_folder(initial_checkpoint):
+        return _hf_start(initial_checkpoint, sentencepiece_model_file=sentencepiece_model_file)
+    try:
+        directory, step = inference.resolve_checkpoint(
+            inference.checkpoint_dir(initial_checkpoint))
+    except FileNotFoundError as error:
+        raise gin_bindings.JobError(
+            f"INITIAL_CHECKPOINT {initial_checkpoint} is neither a Hugging Face T5 folder "
+            f"(config.json, model.safetensors, spiece.model) nor a p5-jax checkpoint "
+            f"({error}).") from None
+    return _p5_jax_start(subject="INITIAL_CHECKPOINT", path=initial_checkpoint,
+                         directory=directory, step=step,
+                         sentencepiece_model_file=sentencepiece_model_file, resume=False)
+
+
+def _hf_start(folder: str, *, sentencepiece_model_file: str | None) -> _Start:
+    try:
+        config = hf_weights.read_hf_config(folder=folder)
+        hf_weights.weight_files(folder=folder)
+    except (ValueError, KeyError) as error:
+        raise gin_bindings.JobError(f"INITIAL_CHECKPOINT {folder}: {error}") from None
+    own = pathlib.Path(folder) / hf_weights.SENTENCEPIECE_FILE
+    model_file = _sentencepiece_for(
+        subject="INITIAL_CHECKPOINT", path=folder, own=own if own.is_file() else None,
+        explicit=sentencepiece_model_file, required=True)
+
+    def load_params():
+        try:
+            tensors = hf_weights.read_checkpoint_tensors(folder=folder)
+            tensors.pop(hf_weights.WHOLE_WORD_TENSOR, None)  # a P5 export's table: start fresh
+            params = hf_weights.params_from_hf_tensors(config=config, tensors=tensors)
+        except ValueError as error:
+            raise gin_bindings.JobError(f"INITIAL_CHECKPOINT {folder}: {error}") from None
+        return traverse_util.flatten_dict(params)
+
+    return _Start(subject="INITIAL_CHECKPOINT", path=folder, config=config,
+                  fields=gin_bindings.HF_FIELDS, sentencepiece_file=model_file,
+                  load_params=load_params)
+
+
+def _p5_jax_start(*, subject: str, path: str, directory, step: int,
+                  sentencepiece_model_file: str | None, resume: bool) -> _Start:
+    try:
+        config = hf_weights.config_from_param_shapes(
+            checkpoints.param_shapes(directory=directory, step=step))
+    except (ValueError, FileNotFoundError) as error:
+        raise gin_bindings.JobError(f"{subject} {path}: {error}") from None
+    model_file = _sentencepiece_for(
+        subject=subject, path=path, own=checkpoints.recorded_sentencepiece_model(directory),
+        explicit=sentencepiece_model_file, required=not resume)
+    load_params = None if resume else functools.partial(
+        checkpoints.read_params, directory=directory, step=step, skip=(WHOLE_WORD_PATH,))
+    # Resuming restores the whole state, whole-word table included: its size must match too.
+    fields = gin_bindings.SHAPE_FIELDS + (("whole_word_embeddings",) if resume else ())
+    return _Start(subject=subject, path=str(path), config=config, fields=fields,
+                  sentencepiece_file=model_file, load_params=load_params)
+
+
+def _sentencepiece_for(*, subject: str, path: str, own: pathlib.Path | None,
+                       explicit: str | None, required: bool) -> str | None:
+    """The checkpoint's own SentencePiece model; `train.sentencepiece_model_file` only stands
+    in for a checkpoint that has none, and may not contradict one that has."""
+    if explicit and not pathlib.Path(explicit).is_file():
+        raise gin_bindings.JobError(
+            f"train.sentencepiece_model_file {explicit} does not exist.")
+    if own is not None:
+        if explicit and pathlib.Path(explicit).read_bytes() != own.read_bytes():
+            raise gin_bindings.JobError(
+                f"train.sentencepiece_model_file {explicit} is not the SentencePiece model of "
+                f"{subject} {path} ({own}); leave it unset.")
+        return str(own)
+    if explicit or not required:
+        return explicit or None
+    raise gin_bindings.JobError(
+        f"{subject} {path} does not record its SentencePiece model "
+        f"({hf_weights.SENTENCEPIECE_FILE} missing); bind train.sentencepiece_model_file to the "
+        f"model it was trained with.")
+
+
+def _model_of_checkpoint(start: _Start, vocab) -> models.EncoderDecoderModel:
+    """The gin model with the checkpoint's embedding rows, once its architecture matches."""
+    config = gin_bindings.T5Config(vocab_size=start.config.vocab_size)
+    problem = gin_bindings.architecture_mismatch(
+        subject=start.subject, checkpoint=start.config, model=config, fields=start.fields)
+    if problem:
+        raise gin_bindings.JobError(problem)
+    if vocab.vocab_size > config.vocab_size:
+        raise gin_bindings.JobError(
+            f"The tasks' SentencePiece model has {vocab.vocab_size} pieces but {start.subject} "
+            f"{start.path} has only {config.vocab_size} embedding rows.")
+    return gin_bindings.EncoderDecoderModel(module=network.Transformer(config))
+
+
+class _InitialCheckpointTrainer(trainer.Trainer):
+    """A Trainer whose fresh state (what `trainer.fit` starts from when MODEL_DIR has no
+    checkpoint) holds INITIAL_CHECKPOINT's parameters, every one but the whole-word table,
+    with new optimizer state at step 0."""
+
+    def __init__(self, *, start: _Start, **kwargs):
+        super().__init__(**kwargs)
+        self.start = start
+
+    def create_state(self, *, seed: int) -> trainer.TrainState:
+        fresh = super().create_state(seed=seed)  # the whole-word table as a scratch run has it
+        loaded = self.start.load_params()
+        params = traverse_util.flatten_dict(fresh.params)
+        shardings = traverse_util.flatten_dict(self.state_shardings.params)
+        wanted = set(params) - {WHOLE_WORD_PATH}
+        if set(loaded) != wanted:
+            missing, extra = sorted(wanted - set(loaded)), sorted(set(loaded) - wanted)
+            raise gin_bindings.JobError(
+                f"INITIAL_CHECKPOINT {self.start.path} does not fit the model: missing "
+                f"{['/'.join(p) for p in missing]}, unexpected {['/'.join(p) for p in extra]}.")
+        for path, array in loaded.items():
+            if tuple(array.shape) != tuple(params[path].shape):
+                raise gin_bindings.JobError(
+                    f"INITIAL_CHECKPOINT {self.start.path}: {'/'.join(path)} has shape "
+                    f"{array.shape}, the model {params[path].shape}.")
+            array = np.asarray(array, params[path].dtype)
+            params[path] = jax.make_array_from_callback(
+                array.shape, shardings[path], lambda index, a=array: a[index])
+        params = traverse_util.unflatten_dict(params)
+        init_optimizer = jax.jit(self.optimizer.init,
+                                 out_shardings=self.state_shardings.opt_state)
+        logging.info("Starting from INITIAL_CHECKPOINT %s: all parameters but the whole-word "
+                     "table; new optimizer state, step 0.", self.start.path)
+        return fresh.replace(params=params, opt_state=init_optimizer(params))
 
 
 def main(argv):

@@ -76,7 +76,7 @@ def preprocessors(prompt: Prompt, *, dataset: str, kind: str, num_candidates: in
               seqio.preprocessors.tokenize,
               seqio.preprocessors.append_eos_after_trim,
               rendering.add_whole_word_ids,
-              rendering.select_output_features]
+              functools.partial(rendering.select_output_features, prompt=prompt)]
     return steps
 
 

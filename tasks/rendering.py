@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import string
 
-import seqio
 import tensorflow as tf
 
 from p5_jax import vocabulary as p5_vocabulary
@@ -162,8 +161,11 @@ def add_whole_word_ids(dataset, output_features):
     return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-@seqio.map_over_dataset
-def select_output_features(ex):
+def select_output_features(dataset, *, prompt: Prompt):
     """Keeps the task's outputs (inputs, targets, their texts, whole-word ids) and the ids the
-    example shows (`EXAMPLE_KEYS`; mixtures and the feature converter drop these)."""
-    return {k: ex[k] for k in OUTPUT_KEYS + EXAMPLE_KEYS if k in ex}
+    example shows (`EXAMPLE_KEYS`: a list only when the prompt shows it; mixtures and the
+    feature converter drop these)."""
+    hidden = {slot for slot in LIST_SLOTS if slot not in prompt.slots}
+    keys = [k for k in OUTPUT_KEYS + EXAMPLE_KEYS if k not in hidden]
+    return dataset.map(lambda ex: {k: ex[k] for k in keys if k in ex},
+                       num_parallel_calls=tf.data.AUTOTUNE)

@@ -291,6 +291,9 @@ def test_baselines_score_the_evaluated_examples_from_their_ids():
     # a:2, c:2, b:1, d:0; user 1 skips a, b -> [c, d]: hit at rank 1; user 2 -> [a, b, d]: rank 1.
     assert popular["hr@1"] == 1.0 and popular["intervals"]["hr@1"] == [1.0, 1.0]
     assert got["direct"][eval_baselines.MOST_POPULAR]["hr@1"] == 0.0  # a (2) before d (0)
+    # 2-7 shows candidates [c, d]: c (2) before d (0); user 1's target c is first, user 2's a absent.
+    among = got["sequential"][eval_baselines.MOST_POPULAR_CANDIDATES]
+    assert among["hr@1"] == 0.5 and among["count"] == 2
     assert got["rating"][eval_baselines.MEAN_RATING]["mae"] == pytest.approx(2.0)
 
 
@@ -302,6 +305,38 @@ def test_most_popular_skips_the_whole_history_not_the_shown_window():
         all_items=lambda: ["a", "b", "c", "d"], split_histories=lambda: {"1": ["a", "c"]})
     # counts a:2, b:1, c:1; skipping a and c (the full history) leaves [b, d]: b at rank 1.
     assert got["sequential"][eval_baselines.MOST_POPULAR]["hr@1"] == 1.0
+
+
+class _FakeRanker:
+    """Ranks a fixed order, skipping the history it is given; records what it was asked."""
+
+    def __init__(self, order):
+        self.order, self.calls = order, []
+
+    def rank(self, histories, *, top_k):
+        self.calls.append((list(histories), top_k))
+        return [[i for i in self.order if i not in h][:top_k] for h in histories]
+
+
+def test_sasrec_row_scores_the_same_users_on_their_whole_history_when_cached():
+    rows = [{"user_id": "2", "history": ["c"], "target": ["d"]},
+            {"user_id": "1", "history": ["b"], "target": ["a"]}]
+    loaders = dict(train_histories=lambda: [["a", "b"]], train_ratings=lambda: [],
+                   all_items=lambda: ["a", "b", "c", "d"],
+                   split_histories=lambda: {"1": ["c", "b"], "2": ["a", "c"], "3": ["d"]})
+    ranker = _FakeRanker(["c", "d", "a", "b"])
+    got = eval_baselines.family_baselines(outputs=[_output("p5_x_sequential_2_3", rows)],
+                                          sasrec=lambda: ranker, **loaders)
+    # user 2 skips a, c -> [d, b]: d at rank 1; user 1 skips c, b -> [d, a]: a at rank 2.
+    assert ranker.calls == [([["a", "c"], ["c", "b"]], 20)]
+    row = got["sequential"][eval_baselines.SASREC]
+    assert row["hr@1"] == 0.5 and row["hr@5"] == 1.0 and row["count"] == 2.0
+    assert set(row["intervals"]) >= {"hr@5", "ndcg@10"}
+    assert list(got["sequential"]) == [eval_baselines.MOST_POPULAR, eval_baselines.SASREC]
+    absent = eval_baselines.family_baselines(outputs=[_output("p5_x_sequential_2_3", rows)],
+                                             sasrec=lambda: None, **loaders)
+    assert list(absent["sequential"]) == [eval_baselines.MOST_POPULAR]
+    assert "python -m p5_jax.baselines --dataset NAME" in eval_baselines.PROTOCOL_NOTE
 
 
 def test_write_results_records_protocol_users_and_data_flags(tmp_path):

@@ -27,8 +27,14 @@ def save_random_hf_t5(folder, *, seed=0, **overrides):
         vocab_size=50, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3,
         num_heads=4, relative_attention_num_buckets=16, relative_attention_max_distance=20,
         dropout_rate=0.0, decoder_start_token_id=0, **overrides)
+    return save_hf_t5(folder, config)
+
+
+def save_hf_t5(folder, config):
+    """A transformers T5 of `config` with layer norms away from 1 (a missed scale would show),
+    saved as safetensors into `folder`."""
     model = transformers.T5ForConditionalGeneration(config).eval()
-    with torch.no_grad():  # norms away from 1 so that a missed scale would show
+    with torch.no_grad():
         for name, param in model.named_parameters():
             if "layer_norm" in name:
                 param.uniform_(0.5, 1.5)

@@ -105,3 +105,23 @@ def test_bad_inputs_raise():
         report.plot_metrics([], "unused.png")
     with pytest.raises(ValueError, match="task and a family"):
         report.TaskResult("", "rating", "1-1", {})
+
+
+def test_cells_and_plots_carry_the_intervals():
+    result = report.TaskResult("p5_x_sequential_2_3", "sequential", "2-3",
+                               {"hr@5": 0.05, "ndcg@5": 0.03}, intervals={"hr@5": [0.04, 0.07]},
+                               notes=("2 of 9 examples show fewer than the 100 candidates",))
+    baselines = {"sequential": {"most popular": {"hr@5": 0.02, "intervals": {"hr@5": [0.01, 0.03]}}}}
+    markdown = report.markdown_report(dataset="x", results=[result], baselines=baselines)
+    rows = _section(markdown, "### Seen prompts")
+    assert "| 2-3 | p5_x_sequential_2_3 | 0.0500 [0.0400, 0.0700] | 0.0300 |" in rows
+    assert "| baseline: most popular |  | 0.0200 [0.0100, 0.0300] | – |" in rows
+    assert "- p5_x_sequential_2_3: 2 of 9 examples show fewer than the 100 candidates" in markdown
+    series = report._bar_series("sequential", ["hr@5", "ndcg@5"], [result], baselines)
+    (label, values, errors), (base_label, _, base_errors) = series
+    assert (label, values) == ("2-3", [0.05, 0.03]) and base_label == "baseline: most popular"
+    assert errors == [[pytest.approx(0.01), 0.0], [pytest.approx(0.02), 0.0]]
+    assert base_errors == [[pytest.approx(0.01), 0.0], [pytest.approx(0.01), 0.0]]
+    payload = report.results_json(dataset="x", results=[result], baselines=baselines)
+    assert payload["tasks"][0]["intervals"] == {"hr@5": [0.04, 0.07]}
+    assert payload["tasks"][0]["notes"] == [result.notes[0]]
