@@ -75,6 +75,7 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
              show_progress: bool = True) -> dict:
     """Restores the parameters, decodes every task under each protocol, writes the reports
     (into `output_dir`, or `output_dir/<protocol>` for several protocols); returns written paths."""
+    p5_tasks.require_known(mixture_or_task_name, several=True, error=gin_bindings.JobError)
     protocols = tuple(protocols)
     names = evaluation.task_names(mixture_or_task_name, include_unseen=include_unseen)
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)

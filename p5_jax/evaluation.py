@@ -17,8 +17,9 @@ import numpy as np
 import seqio
 from tqdm.auto import tqdm
 
-from p5_jax import eval_lengths, inference, intervals, metrics, postprocessors, protocols, report, scoring
-from p5_jax.protocols import BEAM, CANDIDATES, FREE_BEAM, GREEDY, YES_RANK
+from p5_jax import (eval_lengths, group_beam_predict, inference, intervals, metrics,
+                    postprocessors, protocols, report, scoring)
+from p5_jax.protocols import BEAM, CANDIDATES, FREE_BEAM, GREEDY, GROUP_BEAM, YES_RANK
 from p5_tasks import catalog, prompts, registration
 
 DEFAULT_FEATURE_LENGTHS = {"inputs": 512, "targets": 64}
@@ -96,7 +97,14 @@ def plan_task(task_name: str, *, zero_shot_domain: bool = False,
 
 
 def task_names(mixture_or_task: str, *, include_unseen: bool = True) -> list[str]:
-    """The tasks of a mixture (or the task itself), plus each dataset's `_unseen` mixture."""
+    """The tasks of a mixture (or the task itself), plus each dataset's `_unseen` mixture.
+
+    Several names joined by commas ("p5_ml100k_sequential_2_1,p5_ml100k_direct_5_8") give the
+    tasks of each, in that order."""
+    if "," in mixture_or_task:
+        parts = [task_names(part.strip(), include_unseen=include_unseen)
+                 for part in mixture_or_task.split(",") if part.strip()]
+        return list(dict.fromkeys(name for names in parts for name in names))
     if mixture_or_task in seqio.TaskRegistry.names():
         names = [mixture_or_task]
     else:
@@ -268,6 +276,12 @@ def _greedy_outputs(predictor, batch, count, *, vocabulary, config) -> list[str]
             for row in range(count)]
 
 
+def _group_beam_outputs(predictor, batch, count, *, vocabulary) -> list[str]:
+    tokens = group_beam_predict.decode(predictor, batch, config=protocols.P5_EXPLANATION_SEARCH)
+    return [inference.decode_tokens(vocabulary=vocabulary, tokens=tokens[row])
+            for row in range(count)]
+
+
 def decode_examples(*, predictor, plan: TaskPlan, examples: Sequence[dict], vocabulary,
                     items: ItemIndex | None, config: EvalConfig, input_length: int) -> list:
     """Raw outputs of one batch: a text, ranked item texts (best first) or log p(yes) each."""
@@ -283,6 +297,8 @@ def decode_examples(*, predictor, plan: TaskPlan, examples: Sequence[dict], voca
                                   items=items, config=config)
     if plan.decoding == YES_RANK:
         return _yes_outputs(predictor, batch, count, vocabulary=vocabulary, config=config)
+    if plan.decoding == GROUP_BEAM:
+        return _group_beam_outputs(predictor, batch, count, vocabulary=vocabulary)
     return _greedy_outputs(predictor, batch, count, vocabulary=vocabulary, config=config)
 
 
@@ -405,8 +421,8 @@ def evaluate_task(*, predictor, plan: TaskPlan, vocabulary, items: ItemIndex | N
         values.update(figures)
         if withhold:
             values, bounds = _withheld(values), {}
-    if plan.decoding == FREE_BEAM and plan.family == "explanation":
-        notes.append("explanations decoded greedily")
+    if plan.decoding == GROUP_BEAM:
+        notes.append(protocols.GROUP_BEAM_NOTE)
     result = report.TaskResult(task=plan.task, family=plan.family, prompt=plan.prompt.id,
                                metrics=values, unseen=plan.unseen, intervals=bounds,
                                notes=tuple(notes))
@@ -443,7 +459,7 @@ def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
                 results[protocol].append(dataclasses.replace(done[plan.decoding], plan=plan))
                 continue
             items = None
-            if plan.decoding != GREEDY:
+            if plan.decoding not in (GREEDY, GROUP_BEAM):
                 if plan.dataset not in indexes:
                     indexes[plan.dataset] = build_item_index(
                         item_ids=item_ids_fn(plan.dataset), vocabulary=vocabulary,

@@ -58,8 +58,10 @@ SHAPE_FIELDS = ("d_model", "num_heads", "d_kv", "d_ff", "num_encoder_layers",
 HF_FIELDS = SHAPE_FIELDS + ("relative_max_distance", "layer_norm_epsilon")
 NAMED_SIZES = (("t5-small", network.t5_small_config), ("t5-base", network.t5_base_config),
                ("t5-v1_1-small", network.t5_v1_1_small_config),
-               ("t5-v1_1-base", network.t5_v1_1_base_config), ("p5-jax tiny", network.tiny_config))
+               ("t5-v1_1-base", network.t5_v1_1_base_config), ("p5-jax tiny", network.tiny_config),
+               ("p5-jax compact", network.compact_config))
 SIZE_FILES = (("gin/models/tiny.gin", network.tiny_config),
+              ("gin/models/compact.gin", network.compact_config),
               ("gin/models/small.gin", network.t5_small_config),
               ("gin/models/base.gin", network.t5_base_config))
 T5_1_1_FILE, T5_1_1_LAYERS = "gin/models/t5_1_1.gin", {"feed_forward": "gated-gelu",

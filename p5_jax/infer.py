@@ -40,6 +40,7 @@ def infer(*, user_id: str, item_id: str | None = None, top_k: int = 10, checkpoi
           dataset: str, task_feature_lengths: Mapping[str, int], data_parallel: int = -1,
           model_parallel: int = 1, sentencepiece_model_file: str | None = None) -> dict:
     """Restores the parameters and answers for one user (see p5_jax.recommend)."""
+    p5_tasks.require_dataset(dataset, error=gin_bindings.JobError)
     recommend.validate(root=paths.prepared_root(), dataset=dataset, user_id=user_id,
                        item_id=item_id)
     vocab = p5_tasks.OUTPUT_FEATURES["targets"].vocabulary

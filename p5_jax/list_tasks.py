@@ -23,12 +23,12 @@ def p5_names() -> tuple[list[str], list[str]]:
 
 
 def task_counts() -> dict[str, collections.Counter]:
-    """{dataset: Counter(family -> number of tasks)}."""
-    import p5_tasks
+    """{dataset: Counter(family -> number of tasks)} of every registered dataset."""
+    import p5_tasks  # noqa: F401  (registers)
     from p5_tasks import prompts, registration
 
     counts = {}
-    for dataset in p5_tasks.DATASETS:
+    for dataset in registration.registered_datasets():
         spec = registration.registered_spec(dataset)
         counts[dataset] = collections.Counter(
             p.family for p in prompts.prompts_for(fields=frozenset(spec.fields)))
@@ -69,10 +69,13 @@ def main(argv=None) -> int:
     parser.add_argument("--counts", action="store_true", help="tasks per dataset and family")
     args = parser.parse_args(argv)
     tasks, mixtures = p5_names()
+    from p5_tasks import registration
+
     if args.show:
-        if args.show not in tasks + mixtures:
-            print(f"unknown task or mixture {args.show!r}; run without --show to list them",
-                  file=sys.stderr)
+        try:
+            registration.require_known(args.show)
+        except registration.UnknownNameError as error:
+            print(f"error: {error}", file=sys.stderr)
             return 2
         for inputs, targets, shown in show(args.show, split=args.split, num=args.num):
             listed = f"shown:  {shown} (at {DEFAULT_LENGTHS['inputs']} input tokens)\n" \
@@ -81,7 +84,9 @@ def main(argv=None) -> int:
     elif args.counts:
         for dataset, counter in task_counts().items():
             detail = ", ".join(f"{family} {n}" for family, n in sorted(counter.items()))
-            print(f"{dataset}: {sum(counter.values())} tasks ({detail})")
+            manifest = registration.registered_from_manifest(dataset)
+            origin = " (from its manifest)" if manifest else ""
+            print(f"{dataset}{origin}: {sum(counter.values())} tasks ({detail})")
         print(f"total: {len(tasks)} tasks, {len(mixtures)} mixtures")
     else:
         print("\n".join(tasks + mixtures))

@@ -58,6 +58,13 @@ def tiny_config(**overrides) -> T5Config:
     return T5Config(**{**base, **overrides})
 
 
+def compact_config(**overrides) -> T5Config:
+    """Twice tiny's width, no dropout: the CPU recipe of benchmarks/quality.py."""
+    base = dict(vocab_size=32128, d_model=128, num_heads=4, d_kv=32, d_ff=512,
+                num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0)
+    return T5Config(**{**base, **overrides})
+
+
 def t5_small_config(**overrides) -> T5Config:
     """t5-small (P5-S): 512 wide, 6+6 layers, 8 heads."""
     base = dict(vocab_size=32128, d_model=512, num_heads=8, d_kv=64, d_ff=2048,

@@ -63,7 +63,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           eval_every: int = 0, eval_steps: int = 20, checkpoint_every: int = 1000,
           keep_checkpoints: int = 3, sentencepiece_model_file: str | None = None,
           sequential_sampling: str = "p5", show_progress: bool = True, pack: bool = True,
-          initial_checkpoint: str | None = None):
+          initial_checkpoint: str | None = None, on_bad_checkpoint: str = "fall_back"):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
 
     `initial_checkpoint`: a Hugging Face T5 folder or a p5-jax checkpoint to start from (see the
@@ -79,12 +79,16 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     `pack`: several examples per row (first-fit packing, attention kept inside each example)
     for the training and validation batches, so `batch_size` counts rows; False gives one
     example per row.
+
+    `on_bad_checkpoint`: when resuming, "fall_back" past a damaged step to the newest intact one
+    (one warning line each) or "stop" with one error line.
     """
     if sequential_sampling != "p5":
         registration.set_sequential_sampling(sequential_sampling)
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
     partitioning.check_batch_size(batch_size=batch_size, mesh=mesh,
                                   accumulation_steps=accumulation_steps)
+    registration.require_known(mixture_or_task_name, error=gin_bindings.JobError)
     start = _start_point(initial_checkpoint=initial_checkpoint, model_dir=model_dir,
                          sentencepiece_model_file=sentencepiece_model_file)
     model_file = start.sentencepiece_file if start else sentencepiece_model_file
@@ -115,7 +119,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     log = summaries.TrainingLog(logdir=os.path.join(model_dir, "train"), total_steps=train_steps,
                                 show_progress=show_progress)
     with checkpoints.Checkpointer(directory=os.path.join(model_dir, "checkpoints"),
-                                  save_every=checkpoint_every, keep=keep_checkpoints) as ckpt:
+                                  save_every=checkpoint_every, keep=keep_checkpoints,
+                                  on_bad_checkpoint=on_bad_checkpoint) as ckpt:
         state = trainer.fit(trainer=train_state, batches=batches, total_steps=train_steps,
                             seed=seed, checkpointer=ckpt, log=log, log_every=log_every,
                             eval_every=eval_every, eval_batches_fn=eval_fn)
@@ -314,7 +319,10 @@ class _InitialCheckpointTrainer(trainer.Trainer):
 def main(argv):
     gin_bindings.start_job(argv)
     logging.info("Devices: %d over %d processes.", jax.device_count(), jax.process_count())
-    train()
+    try:
+        train()
+    except checkpoints.DamagedCheckpointError as error:  # one `error:` line, no traceback
+        raise gin_bindings.JobError(error.message) from None
 
 
 def run():

@@ -236,8 +236,9 @@ def summarise_eval(summed: dict[str, float]) -> dict[str, float]:
 
 # -- the loop ------------------------------------------------------------------------------------
 def initial_state(*, trainer: Trainer, seed: int, checkpointer=None, batches=None) -> TrainState:
-    """The latest checkpoint (restoring the input position into `batches`) or a fresh state."""
-    if checkpointer is None or checkpointer.latest_step() is None:
+    """The newest intact checkpoint (restoring the input position into `batches`), or a fresh
+    state when there is no step folder at all: damaged steps never start the run over."""
+    if checkpointer is None or not checkpointer.step_folders():
         return trainer.create_state(seed=seed)
     state, position = checkpointer.restore(abstract_state=trainer.abstract_state())
     if batches is not None:

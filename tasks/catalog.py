@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import pathlib
+import warnings
 
 import numpy as np
 
@@ -66,6 +68,31 @@ def manifest(dataset: str) -> dict:
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{dataset} is not prepared (no {path}); run "
                                 f"python -m p5_jax.data.prepare --dataset {dataset}") from error
+
+
+def prepared_manifests(root=None) -> dict[str, dict]:
+    """{name: manifest} of every dataset prepared under `root` (default: the prepared root).
+
+    Reads only the manifests. Folders without one (`vocab/`, an unfinished preparation) are
+    skipped, and so, with a warning, is a manifest that is unreadable or names another dataset
+    (a renamed folder: its TFDS builds still carry the old name)."""
+    root = pathlib.Path(root) if root is not None else paths.prepared_root()
+    found = {}
+    for path in sorted(root.glob("*/manifest.json")):
+        name = path.parent.name
+        if name.startswith("."):   # prepare's temporary folders
+            continue
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            warnings.warn(f"skipping {path}: {error}", stacklevel=2)
+            continue
+        if not isinstance(manifest, dict) or manifest.get("name", name) != name:
+            warnings.warn(f"skipping {path}: not the manifest of a dataset named {name!r}",
+                          stacklevel=2)
+            continue
+        found[name] = manifest
+    return found
 
 
 def clear_cache() -> None:

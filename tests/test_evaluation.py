@@ -97,6 +97,19 @@ def test_task_names_adds_unseen_prompts(env):
     assert f"{MI}_direct_5_8" not in evaluation.task_names(f"{MI}_direct", include_unseen=False)
 
 
+def test_task_names_joins_comma_separated_names_in_order(env):
+    names = evaluation.task_names(f"{MI}_sequential_2_3, {MI}_direct_5_8,{MI}_sequential_2_3",
+                                  include_unseen=False)
+    assert names == [f"{MI}_sequential_2_3", f"{MI}_direct_5_8"]
+
+
+def test_recommend_mixture_holds_the_seen_item_family_tasks(env):
+    names = evaluation.task_names(f"{MI}_recommend", include_unseen=False)
+    expected = [n for family in ("sequential", "direct")
+                for n in evaluation.task_names(f"{MI}_{family}", include_unseen=False)]
+    assert sorted(names) == sorted(expected) and f"{MI}_direct_5_8" not in names
+
+
 # -- scoring with a real tiny model --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny():

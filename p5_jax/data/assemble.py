@@ -5,11 +5,12 @@ from tqdm.auto import tqdm
 
 from p5_jax import families
 from p5_jax.data import records
+from p5_jax.data.errors import DataError
 from p5_jax.data.explanations import Explanation, FeatureLexicon, extract_explanation
 from p5_jax.data.indexing import index_items
 from p5_jax.data.negatives import NUM_NEGATIVES, sample_negatives
-from p5_jax.data.splits import (default_dedupe, distinct, held_out_pairs, held_out_pairs_in_training,
-                                leave_one_out_all, split_reviews, user_sequences)
+from p5_jax.data.splits import (MIN_SEQUENCE_LENGTH, default_dedupe, distinct, held_out_pairs,
+                                held_out_pairs_in_training, leave_one_out_all, split_reviews, user_sequences)
 
 
 @dataclasses.dataclass
@@ -19,6 +20,17 @@ class PreparedData:
     reviews: dict | None  # split -> list of review records; None without ratings
     sequences: dict      # split -> list of sequence records
     stats: dict
+
+
+def _require_sequences(sequences, splits) -> None:
+    """Every prepared dataset has sequence records; say why there are none (the source file is
+    named by the caller)."""
+    if splits:
+        return
+    longest = max(map(len, sequences.items_by_user.values()), default=0)
+    repeats = f" after dropping {sequences.repeats:,} repeats" if sequences.duplicates_dropped else ""
+    raise DataError(f"nothing to write: no user has {MIN_SEQUENCE_LENGTH} or more interactions "
+                    f"({len(sequences.items_by_user):,} users, longest history {longest}{repeats})")
 
 
 def _user_ids(source) -> dict:
@@ -93,6 +105,7 @@ def assemble(*, source: records.SourceDataset, indexing: str, seed: int, num_neg
     dedupe = default_dedupe(source.format) if dedupe is None else dedupe
     sequences = user_sequences(source.interactions, dedupe=dedupe)
     splits = leave_one_out_all(sequences.items_by_user)
+    _require_sequences(sequences, splits)
     items = source.items()
     item_ids = index_items(scheme=indexing, items=items, seed=seed, original_item_ids=source.original_item_ids,
                            train_histories={u: s.train_history for u, s in splits.items()},

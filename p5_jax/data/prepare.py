@@ -13,6 +13,11 @@ Repeats (a user's later interaction with an item they already had): kept in sequ
 p5_sequential sources, as P5 does; dropped for amazon and recbole, where a second review of the
 same item is rare and a kept one would put the held-out item into the training history.
 --dedupe / --no-dedupe overrides. Negatives and `interacted` are always distinct items.
+
+Bad input (malformed or non-UTF-8 lines, wrong types, non-finite or out-of-range numbers,
+unwritable text, conflicting datamaps ids, folders where files belong, nothing to write) stops
+before anything is written with one line, `error: FILE, line N, field 'F': why` (or `error: FILE:
+why` for a whole-file fault), and exit status 2; --skip_bad_lines skips and counts bad lines.
 """
 import argparse
 import pathlib
@@ -95,8 +100,11 @@ def prepare_dataset(*, name: str, out_root=None, indexing: str = "random", seed:
     dataset = shipped.READERS[fmt](path=source_path, policy=policy)
     if meta is not None:  # titles, brands, prices by ASIN (amazon and p5_sequential sources)
         attach_metadata(dataset, meta, policy=policy)
-    data = assemble(source=dataset, indexing=indexing, seed=seed, num_negatives=num_negatives, progress=progress,
-                    review_split=review_split, dedupe=dedupe)
+    try:
+        data = assemble(source=dataset, indexing=indexing, seed=seed, num_negatives=num_negatives,
+                        progress=progress, review_split=review_split, dedupe=dedupe)
+    except DataError as err:  # about the dataset as a whole: name its main file
+        raise err.naming(dataset.source_files[0]) from None
     manifest = _manifest(name=name, source=dataset, indexing=indexing, seed=seed, stats=data.stats,
                          skipped=policy.count)
     manifest["bad_line_examples"] = policy.examples

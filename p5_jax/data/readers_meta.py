@@ -14,14 +14,14 @@ When the wanted items are known, a line whose `asin` is none of them is skipped 
 parsed (a category file lists hundreds of thousands of items, a 5-core set a few thousand), so
 bad lines are reported only among the lines that are read.
 """
-import ast
 import dataclasses
 import html
-import json
+import math
 import re
 
 from p5_jax.data import records
-from p5_jax.data.errors import BadLinePolicy, DataError
+from p5_jax.data.errors import BadLinePolicy, DataError, shown
+from p5_jax.data.fields import checked_text, optional_str, parse_object, required_str
 from p5_jax.data.line_io import numbered_lines
 
 # Every "asin": "..." (or 'asin': '...') pair of a line, found without parsing it.
@@ -30,42 +30,12 @@ _AMOUNT = re.compile(r"^\$?\s*(\d[\d,]*(?:\.\d+)?)$")
 _META_NAMES = tuple(f.name for f in dataclasses.fields(records.ItemMeta))
 
 
-def parse_object(text, *, path, line) -> dict:
-    """One line as a dict: strict JSON, or else a Python literal (the 2014 metadata files)."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as json_err:
-        try:
-            obj = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            raise DataError(f"malformed JSON ({json_err.msg})", path=path, line=line) from None
-    if not isinstance(obj, dict):
-        raise DataError("expected a JSON object", path=path, line=line)
-    return obj
-
-
-def required_str(obj, field, *, path, line) -> str:
-    if field not in obj:
-        raise DataError("missing field", path=path, line=line, field=field)
-    value = obj[field]
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"expected a non-empty string, got {value!r}", path=path, line=line, field=field)
-    return value.strip()
-
-
-def optional_str(obj, field, *, path, line) -> str:
-    """The field's text with whitespace runs made single spaces; "" when missing or null."""
-    value = obj.get(field, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise DataError(f"expected a string, got {value!r}", path=path, line=line, field=field)
-    return " ".join(value.split())
-
-
 def _amount(text: str) -> str:
     match = _AMOUNT.match(text.strip())
-    return f"{float(match.group(1).replace(',', '')):.2f}" if match else ""
+    if not match:
+        return ""
+    amount = float(match.group(1).replace(",", ""))
+    return f"{amount:.2f}" if math.isfinite(amount) else ""  # hundreds of digits are no amount
 
 
 def price_text(value, *, path, line) -> str:
@@ -73,13 +43,18 @@ def price_text(value, *, path, line) -> str:
     if value is None or value == "":
         return ""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise DataError(f"expected a number or string, got {value!r}", path=path, line=line, field="price")
+        raise DataError(f"expected a number or string, got {shown(value)}", path=path, line=line, field="price")
     if isinstance(value, str):
         amounts = [_amount(part) for part in value.split(" - ")]
         return " - ".join(amounts) if all(amounts) else ""
-    if not value >= 0:  # also NaN
-        raise DataError(f"expected a price of 0 or more, got {value!r}", path=path, line=line, field="price")
-    return f"{value:.2f}"
+    try:
+        amount = float(value)
+    except OverflowError:  # an integer too large for a float
+        amount = math.inf
+    if not (math.isfinite(amount) and amount >= 0):
+        raise DataError(f"expected a finite price of 0 or more, got {shown(value)}", path=path, line=line,
+                        field="price")
+    return f"{amount:.2f}"
 
 
 def category_text(obj, *, path, line) -> str:
@@ -93,8 +68,9 @@ def category_text(obj, *, path, line) -> str:
     if not isinstance(paths, list) or not all(
             isinstance(p, list) and all(isinstance(c, str) for c in p) for p in paths):
         expected = "a list of lists of strings" if field == "categories" else "a list of strings"
-        raise DataError(f"expected {expected}, got {value!r}", path=path, line=line, field=field)
-    return " > ".join(" ".join(html.unescape(c).split()) for c in paths[0] if c.strip())
+        raise DataError(f"expected {expected}, got {shown(value)}", path=path, line=line, field=field)
+    text = " > ".join(" ".join(html.unescape(c).split()) for c in paths[0] if c.strip())
+    return checked_text(text, path=path, line=line, field=field)
 
 
 def _text(obj, field, *, path, line) -> str:
@@ -119,7 +95,7 @@ def read_item_metadata(path, *, policy: BadLinePolicy, items=None) -> dict:
     """
     wanted = None if items is None else set(items)
     meta = {}
-    for line, text in numbered_lines(path):
+    for line, text in numbered_lines(path, policy):
         if wanted is not None:
             named = _ASIN_PAIR.findall(text)
             if named and not any(asin.strip() in wanted for asin in named):

@@ -1,0 +1,165 @@
+"""Does a P5 model trained with p5-jax recommend better than SASRec? Trains one per dataset on
+the CPU and scores it, SASRec and most-popular on the whole test split, same users, same code.
+
+    python benchmarks/quality.py                       # ml100k and musical_instruments
+    python benchmarks/quality.py --datasets ml100k --out_dir runs/quality
+
+Per dataset, each stage is the command a user would type (printed before it runs):
+1. prepare the shipped data with collaborative item ids into `<out_dir>/prepared`;
+2. train the recipe of gin/experiments/quality_train.gin on `p5_<dataset>_recommend`;
+3. train SASRec on the same training sequences (python -m p5_jax.baselines);
+4. evaluate the headline prompts on every test user (gin/experiments/quality_eval.gin).
+Then it prints HR@5/NDCG@5/HR@10/NDCG@10 with 95% per-user bootstrap intervals for the P5
+model, SASRec and most-popular, and one line per dataset
+`ndcg10_ratio_vs_sasrec=X.XX` (the P5 model's NDCG@10 on the sequential headline prompt over
+SASRec's on the same users), with a paired bootstrap interval of the ratio. A rerun reuses
+finished stages (prepared data, checkpoints, the SASRec cache).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from p5_jax import intervals, metrics  # noqa: E402
+
+DATASETS = ("ml100k", "musical_instruments")
+INDEXING = "collaborative"
+# Chosen before any run: P5's headline seen sequential prompt, its unseen one, the headline
+# direct yes/no prompt (ranked by p(yes)) and the unseen candidate prompt.
+SEQUENTIAL_HEADLINE = "2-3"
+PROMPTS = ("sequential_2_3", "sequential_2_13", "direct_5_4", "direct_5_8")
+COLUMNS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
+SASREC, MOST_POPULAR = "SASRec (train)", "most popular (train)"
+
+
+def _run(stage: str, module_args: list[str], env: dict) -> None:
+    command = [sys.executable, "-m", *module_args]
+    print(f"\n== {stage}: {' '.join(command[1:])}", flush=True)
+    subprocess.run(command, check=True, cwd=REPO, env=env)
+
+
+def _gin(name: str, value) -> str:
+    return f"--gin.{name}={value!r}"
+
+
+def _prepared(root: pathlib.Path, dataset: str) -> bool:
+    manifest = root / dataset / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text()).get("indexing") == INDEXING
+
+
+def task_name(dataset: str, prompt: str) -> str:
+    return f"p5_{dataset}_{prompt}"
+
+
+def run_stages(dataset: str, out_dir: pathlib.Path, env: dict) -> pathlib.Path:
+    """Prepares, trains, fits SASRec and evaluates; returns the evaluation folder."""
+    root = pathlib.Path(env["P5_DATA_DIR"])
+    if not _prepared(root, dataset):
+        _run("prepare", ["p5_jax.data.prepare", "--dataset", dataset, "--out_dir", str(root),
+                         "--indexing", INDEXING], env)
+    model_dir, eval_dir = out_dir / dataset / "model", out_dir / dataset / "eval"
+    _run("train", ["p5_jax.train", "--gin_file=gin/experiments/quality_train.gin",
+                   _gin("MIXTURE_OR_TASK_NAME", f"p5_{dataset}_recommend"),
+                   _gin("MODEL_DIR", str(model_dir))], env)
+    _run("SASRec", ["p5_jax.baselines", "--dataset", dataset, "--data_dir", str(root),
+                    "--no_progress"], env)
+    names = ",".join(task_name(dataset, p) for p in PROMPTS)
+    _run("evaluate", ["p5_jax.eval", "--gin_file=gin/experiments/quality_eval.gin",
+                      _gin("CHECKPOINT_PATH", str(model_dir)),
+                      _gin("MIXTURE_OR_TASK_NAME", names), _gin("EVAL_OUTPUT_DIR", str(eval_dir))],
+         env)
+    return eval_dir
+
+
+def _cell(values: dict, name: str) -> str:
+    low, high = values.get("intervals", {}).get(name, (float("nan"),) * 2)
+    return f"{values[name]:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def _row(label: str, values: dict) -> str:
+    return f"| {label} | " + " | ".join(_cell(values, c) for c in COLUMNS) + " |"
+
+
+def table(results: dict) -> list[str]:
+    """Markdown rows: each headline prompt of the P5 model, then its family's baselines."""
+    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    by_task = {t["task"]: t for t in results["tasks"]}
+    for family in ("sequential", "direct"):
+        for task in [t for name, t in by_task.items() if t["family"] == family]:
+            label = f"P5 {task['prompt']}" + (" (unseen)" if task["unseen"] else "")
+            lines.append(_row(label, {**task["metrics"], "intervals": task["intervals"]}))
+        for name, values in results["baselines"].get(family, {}).items():
+            lines.append(_row(name, values))
+    return lines
+
+
+def _per_user_ndcg10(predictions_file: pathlib.Path) -> tuple[list[str], np.ndarray]:
+    rows = [json.loads(line) for line in predictions_file.read_text().splitlines() if line]
+    values, _ = metrics.ranking_per_example([r["target"] for r in rows],
+                                            [r["prediction"] for r in rows], ks=(10,))
+    return [r["user_id"] for r in rows], np.asarray(values["ndcg@10"])
+
+
+def _sasrec_per_user(dataset: str, root: pathlib.Path, users: list[str]) -> np.ndarray:
+    from p5_jax import baselines, eval_baselines
+    from p5_jax.data import tfds_builders
+
+    ranker = eval_baselines.cached_sasrec(root=root, dataset=dataset)
+    test = tfds_builders.load(root=root, dataset=dataset, kind="sequences", split="test")
+    full = {r["user_id"].decode(): ([i.decode() for i in r["history"]], r["target"].decode())
+            for r in test.as_numpy_iterator()}
+    ranked = ranker.rank([full[u][0] for u in users], top_k=baselines.DEFAULT_TOP_K)
+    values, _ = metrics.ranking_per_example([[full[u][1]] for u in users], ranked, ks=(10,))
+    return np.asarray(values["ndcg@10"])
+
+
+def ndcg10_ratio(eval_dir: pathlib.Path, dataset: str, root: pathlib.Path,
+                 *, seed: int = 0) -> tuple[float, float, float]:
+    """P5 over SASRec NDCG@10 on the headline sequential prompt, same users, with a paired
+    per-user bootstrap interval (both means from the same draws of users)."""
+    prompt = f"sequential_{SEQUENTIAL_HEADLINE.replace('-', '_')}"
+    users, p5 = _per_user_ndcg10(eval_dir / "predictions" / f"{task_name(dataset, prompt)}.jsonl")
+    sasrec = _sasrec_per_user(dataset, root, users)
+    draws = intervals.bootstrap_distributions({"p5": ("mean", p5), "sasrec": ("mean", sasrec)},
+                                              users, seed=seed)
+    ratios = draws["p5"] / draws["sasrec"]
+    low, high = np.nanpercentile(ratios, [2.5, 97.5])
+    return float(p5.mean() / sasrec.mean()), float(low), float(high)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--out_dir", default=str(REPO / "runs" / "quality"))
+    args = parser.parse_args(argv)
+    out_dir = pathlib.Path(args.out_dir).resolve()
+    env = {**os.environ, "P5_DATA_DIR": str(out_dir / "prepared")}
+    summary = []
+    for dataset in args.datasets:
+        start = time.perf_counter()
+        eval_dir = run_stages(dataset, out_dir, env)
+        minutes = (time.perf_counter() - start) / 60
+        results = json.loads((eval_dir / "results.json").read_text())
+        ratio, low, high = ndcg10_ratio(eval_dir, dataset, pathlib.Path(env["P5_DATA_DIR"]))
+        summary += [f"\n{dataset}: full test split ({results['tasks'][0]['metrics']['count']:.0f} "
+                    f"users), protocol {results['protocol']['name']}, step "
+                    f"{results['settings']['step']}, {minutes:.1f} min", *table(results),
+                    f"ndcg10_ratio_vs_sasrec={ratio:.2f} ({dataset}, prompt "
+                    f"{SEQUENTIAL_HEADLINE}, paired 95% interval [{low:.2f}, {high:.2f}])"]
+    print("\n".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
