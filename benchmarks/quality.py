@@ -35,9 +35,10 @@ from p5_jax import intervals, metrics  # noqa: E402
 DATASETS = ("ml100k", "musical_instruments")
 INDEXING = "collaborative"
 # Chosen before any run: P5's headline seen sequential prompt, its unseen one, the headline
-# direct yes/no prompt (ranked by p(yes)) and the unseen candidate prompt.
+# direct yes/no prompt ranked by p(yes) (5-4 shows the item's title; datasets without titles
+# take 5-1, the same question with the item id) and the unseen candidate prompt.
 SEQUENTIAL_HEADLINE = "2-3"
-PROMPTS = ("sequential_2_3", "sequential_2_13", "direct_5_4", "direct_5_8")
+PROMPTS = ("sequential_2_3", "sequential_2_13", ("direct_5_4", "direct_5_1"), "direct_5_8")
 COLUMNS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
 SASREC, MOST_POPULAR = "SASRec (train)", "most popular (train)"
 
@@ -61,6 +62,25 @@ def task_name(dataset: str, prompt: str) -> str:
     return f"p5_{dataset}_{prompt}"
 
 
+def headline_tasks(dataset: str, registered) -> list[str]:
+    """The task of each PROMPTS entry (the first registered one of a tuple of choices)."""
+    names = []
+    for choices in PROMPTS:
+        options = [task_name(dataset, p) for p in ((choices,) if isinstance(choices, str)
+                                                   else choices)]
+        names.append(next((n for n in options if n in registered), options[0]))
+    return names
+
+
+def _registered_tasks() -> set[str]:
+    """Task names registered for the prepared root in $P5_DATA_DIR."""
+    import seqio
+
+    import p5_tasks  # noqa: F401  (registers; reads $P5_DATA_DIR)
+
+    return set(seqio.TaskRegistry.names())
+
+
 def run_stages(dataset: str, out_dir: pathlib.Path, env: dict) -> pathlib.Path:
     """Prepares, trains, fits SASRec and evaluates; returns the evaluation folder."""
     root = pathlib.Path(env["P5_DATA_DIR"])
@@ -73,7 +93,7 @@ def run_stages(dataset: str, out_dir: pathlib.Path, env: dict) -> pathlib.Path:
                    _gin("MODEL_DIR", str(model_dir))], env)
     _run("SASRec", ["p5_jax.baselines", "--dataset", dataset, "--data_dir", str(root),
                     "--no_progress"], env)
-    names = ",".join(task_name(dataset, p) for p in PROMPTS)
+    names = ",".join(headline_tasks(dataset, _registered_tasks()))
     _run("evaluate", ["p5_jax.eval", "--gin_file=gin/experiments/quality_eval.gin",
                       _gin("CHECKPOINT_PATH", str(model_dir)),
                       _gin("MIXTURE_OR_TASK_NAME", names), _gin("EVAL_OUTPUT_DIR", str(eval_dir))],
@@ -144,7 +164,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out_dir", default=str(REPO / "runs" / "quality"))
     args = parser.parse_args(argv)
     out_dir = pathlib.Path(args.out_dir).resolve()
-    env = {**os.environ, "P5_DATA_DIR": str(out_dir / "prepared")}
+    os.environ["P5_DATA_DIR"] = str(out_dir / "prepared")   # before the tasks register
+    env = dict(os.environ)
     summary = []
     for dataset in args.datasets:
         start = time.perf_counter()

@@ -41,3 +41,10 @@ def test_table_puts_each_family_beside_its_baselines():
         "| P5 2-3", "| SASRec (train)", "| P5 5-8 (unseen)", "| most popular (train)"]
     assert lines[2].endswith("| 0.2000 [0.1000, 0.3000] |")
     assert lines[2].count("[0.1000, 0.3000]") == len(quality.COLUMNS)
+
+
+def test_headline_tasks_take_the_first_registered_choice():
+    registered = {"p5_x_direct_5_1", "p5_x_sequential_2_3"}
+    assert quality.headline_tasks("x", registered) == [
+        "p5_x_sequential_2_3", "p5_x_sequential_2_13", "p5_x_direct_5_1", "p5_x_direct_5_8"]
+    assert quality.headline_tasks("x", registered | {"p5_x_direct_5_4"})[2] == "p5_x_direct_5_4"
