@@ -1,4 +1,4 @@
-"""The long run of tests/test_fuzz_prepare.py: thousands of corrupted inputs through the prepare CLI.
+"""The long run of tests/test_fuzz_prepare.py (cases from tests/fuzz_cases.py): thousands of corrupted inputs through the prepare CLI.
 
 Each case is drawn from its own seeded random stream (seed, format, case number), so a reported
 case can be replayed alone. Per format it prints the cases, errors naming file and line,
@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-_SUITE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "test_fuzz_prepare.py"
+_SUITE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fuzz_cases.py"
 COLUMNS = (("line_error", "file:line errors"), ("file_error", "file errors"), ("success", "exact successes"),
            ("traceback", "tracebacks"), ("other", "other failures"))
 
