@@ -1,4 +1,4 @@
-"""The long run of tests/test_fuzz_prepare.py (cases from tests/fuzz_cases.py): thousands of corrupted inputs through the prepare CLI.
+"""The long run of tests/test_fuzz_prepare.py (cases from tests/fuzz_cases.py, judged by tests/fuzz_judge.py): thousands of corrupted inputs through the prepare CLI.
 
 Each case is drawn from its own seeded random stream (seed, format, case number), so a reported
 case can be replayed alone. Per format it prints the cases, errors naming file and line,
@@ -10,23 +10,26 @@ every traceback and failure with its corruptions. Exits 1 if there is any.
 """
 import argparse
 import collections
-import importlib.util
 import pathlib
 import random
 import sys
 import tempfile
 import time
+import types
 
-_SUITE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fuzz_cases.py"
+_TESTS = pathlib.Path(__file__).resolve().parents[1] / "tests"
 COLUMNS = (("line_error", "file:line errors"), ("file_error", "file errors"), ("success", "exact successes"),
            ("traceback", "tracebacks"), ("other", "other failures"))
 
 
-def _load_suite():
-    spec = importlib.util.spec_from_file_location("fuzz_suite", _SUITE)
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
-    return suite
+def _load_suite() -> types.SimpleNamespace:
+    """The cases (tests/fuzz_cases.py) and the judge (tests/fuzz_judge.py) of the test suite."""
+    sys.path.insert(0, str(_TESTS))
+    import fuzz_cases
+    import fuzz_judge
+
+    return types.SimpleNamespace(make_case=fuzz_cases.make_case, run_case=fuzz_judge.run_case,
+                                 GOOD=fuzz_cases.GOOD, FORMATS=fuzz_cases.FORMATS)
 
 
 def run_format(suite, fmt: str, *, cases: int, seed: int) -> tuple:
