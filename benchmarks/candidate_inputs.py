@@ -80,7 +80,7 @@ LENGTHS = {"512": 512, "1024": 1024, "default": None}
 def run(dataset: str, *, max_users: int | None, seed: int, lengths=tuple(LENGTHS)) -> bool:
     prepare.ensure_prepared(name=dataset)
     config = evaluation.EvalConfig(batch_size=64, progress=False, min_candidate_share=0.0,
-                                   bootstrap_resamples=1000, seed=seed)
+                                   bootstrap_resamples=1000, seed=seed, on_truncation="warn")
     users = evaluation.sampled_users(list(catalog.users(dataset)), max_users=max_users,
                                      seed=seed)
     all_shown = "default" in lengths

@@ -101,7 +101,8 @@ class Checkpointer:
     def save(self, *, step: int, state, data_position: dict, force: bool = False) -> bool:
         """Saves when the step is due (or forced); returns whether a save started.
 
-        `data_position`: {name: count} with counts from 0 to `step` (the batches consumed).
+        `data_position`: JSON, {name: count} with counts from 0 to `step` (the batches
+        consumed), plus mappings the input stream restores itself from.
         """
         if not isinstance(data_position, dict):
             raise TypeError(f"data_position must be a JSON-able dict, got {type(data_position)}.")
@@ -246,9 +247,13 @@ def _saved_items(folder: epath.Path) -> set[str]:
 
 
 def _position_problem(position, step: int) -> str | None:
+    """Counts (batches consumed) run from 0 to the step; a mapping value is the input stream's
+    own state, checked when the stream restores it."""
     if not isinstance(position, dict) or not position:
         return f"bad data position {_clip(position)}: not a non-empty mapping"
     for key, value in position.items():
+        if isinstance(value, dict):
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= step:
             return (f"bad data position {key}={_clip(value)}: not a count from 0 to the "
                     f"step {step}")

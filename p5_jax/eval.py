@@ -20,8 +20,8 @@ from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 
-from p5_jax import (eval_baselines, eval_results, evaluation, gin_bindings, inference, partitioning, paths,
-                    vocabulary)
+from p5_jax import (eval_baselines, eval_lengths, eval_results, evaluation, gin_bindings, inference,
+                    partitioning, paths)
 from p5_tasks import catalog
 
 gin_bindings.define_flags()
@@ -70,19 +70,27 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
              min_candidate_share: float = 0.9, bootstrap_resamples: int = 1000,
              num_beams: int = 20, beam_alpha: float = 0.6, include_unseen: bool = True,
              zero_shot_domain: bool = False, data_parallel: int = -1, model_parallel: int = 1,
-             candidate_chunk_size: int = 0, seed: int = 0,
+             candidate_chunk_size: int = 0,
+             max_attention_cells: int = evaluation.ATTENTION_CELLS, seed: int = 0,
              sentencepiece_model_file: str | None = None, title: str | None = None,
-             show_progress: bool = True) -> dict:
+             on_truncation: str = "error", show_progress: bool = True) -> dict:
     """Restores the parameters, decodes every task under each protocol, writes the reports
-    (into `output_dir`, or `output_dir/<protocol>` for several protocols); returns written paths."""
+    (into `output_dir`, or `output_dir/<protocol>` for several protocols); returns written paths.
+
+    `on_truncation`: "error" stops at a task whose input length drops candidates or history
+    items; "warn" evaluates it and records the ids shown (see p5_jax.eval_lengths)."""
     p5_tasks.require_known(mixture_or_task_name, several=True, error=gin_bindings.JobError)
+    task_feature_lengths = gin_bindings.require_feature_lengths(task_feature_lengths)
+    eval_lengths.check_policy(on_truncation, name="evaluate.on_truncation",
+                              error=gin_bindings.JobError)
     protocols = tuple(protocols)
     names = evaluation.task_names(mixture_or_task_name, include_unseen=include_unseen)
-    mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
+    # Each process decodes its share of the batches on its own devices (p5_jax.multihost).
+    mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel,
+                                  devices=jax.local_devices())
     directory = inference.checkpoint_dir(checkpoint_path)
-    model = gin_bindings.model_for_checkpoint(directory, lambda: _vocabulary(names[0]))
-    if sentencepiece_model_file:   # an explicit model file wins over the recorded one
-        vocabulary.use_sentencepiece_file(sentencepiece_model_file)
+    model = gin_bindings.model_for_checkpoint(directory, lambda: _vocabulary(names[0]),
+                                              sentencepiece_model_file=sentencepiece_model_file)
     params, step = inference.restore_params(
         path=directory, abstract=inference.abstract_params(model=model, mesh=mesh))
     logging.info("Restored step %d from %s; %d tasks.", step, directory, len(names))
@@ -91,15 +99,21 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
         feature_lengths=dict(task_feature_lengths), fit_candidates=fit_candidates,
         min_candidate_share=min_candidate_share, bootstrap_resamples=bootstrap_resamples,
         num_beams=num_beams, alpha=beam_alpha, candidate_chunk_size=candidate_chunk_size,
-        seed=seed, progress=show_progress)
+        max_attention_cells=max_attention_cells, seed=seed, progress=show_progress,
+        on_truncation=on_truncation)
     predictor = inference.Predictor(model=model, params=params, mesh=mesh)
-    by_protocol = evaluation.evaluate_tasks(predictor=predictor, task_names=names, config=config,
-                                            protocol_names=protocols,
-                                            zero_shot_domain=zero_shot_domain)
+    try:
+        by_protocol = evaluation.evaluate_tasks(predictor=predictor, task_names=names,
+                                                config=config, protocol_names=protocols,
+                                                zero_shot_domain=zero_shot_domain)
+    except eval_lengths.TruncationError as error:
+        raise gin_bindings.JobError(f"{error} (set TASK_FEATURE_LENGTHS), or evaluate with "
+                                    "--gin.evaluate.on_truncation=\"'warn'\"") from error
     settings = {"checkpoint": str(directory), "step": step, "mixture": mixture_or_task_name,
                 "max_users_per_task": max_users_per_task, "seed": seed, "num_beams": num_beams,
                 "task_feature_lengths": dict(task_feature_lengths),
-                "fit_candidates": fit_candidates, "zero_shot_domain": zero_shot_domain}
+                "fit_candidates": fit_candidates, "on_truncation": on_truncation,
+                "zero_shot_domain": zero_shot_domain}
     base = output_dir or os.path.join(checkpoint_path, "eval", mixture_or_task_name)
     if jax.process_index() != 0:
         return {}

@@ -160,19 +160,15 @@ def prepared_training_data(*, root, dataset: str, split: str = "test") -> dict[s
     from p5_jax.data import tfds_builders
     from p5_tasks import catalog
 
-    def sequences(name):
-        records = tfds_builders.load(root=root, dataset=dataset, kind="sequences", split=name)
-        return [(r["user_id"].decode(), [i.decode() for i in r["history"]])
-                for r in records.as_numpy_iterator()]
-
-    def histories():
-        return [history for _, history in sequences("train")]
+    def histories(name):
+        return catalog.full_histories_under(root, dataset, name)
 
     def ratings():
         records = tfds_builders.load(root=root, dataset=dataset, kind="reviews", split="train")
         return [float(r["rating"]) for r in records.as_numpy_iterator()]
 
-    return {"train_histories": histories, "train_ratings": ratings,
-            "split_histories": lambda: dict(sequences(split)),
+    return {"train_histories": lambda: [list(h) for h in histories("train").values()],
+            "train_ratings": ratings,
+            "split_histories": lambda: {u: list(h) for u, h in histories(split).items()},
             "all_items": lambda: [str(i) for i in catalog.item_ids(dataset)],
             "sasrec": lambda: cached_sasrec(root=root, dataset=dataset)}

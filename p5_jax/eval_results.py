@@ -39,21 +39,28 @@ def data_lines(flags: Mapping) -> list[str]:
     return lines + [""]
 
 
-def _shown(metrics: Mapping) -> str:
-    if "candidates_shown_min" not in metrics:
+def _shown(metrics: Mapping, slot: str) -> str:
+    """"95 / 99.2 of 100 (3 cut)": the fewest and mean ids shown, of those offered, and how
+    many examples the input length cut."""
+    if f"{slot}_shown_min" not in metrics:
         return "–"
-    return (f"{int(metrics['candidates_shown_min'])} / {metrics['candidates_shown_mean']:.1f} "
-            f"of {int(metrics['candidates_offered'])}")
+    text = f"{int(metrics[f'{slot}_shown_min'])} / {metrics[f'{slot}_shown_mean']:.1f}"
+    if f"{slot}_offered" in metrics:
+        text += f" of {int(metrics[f'{slot}_offered'])}"
+    cut = int(metrics.get(f"{slot}_cut", 0))
+    return text + (f" ({cut} cut)" if cut else "")
 
 
 def decoding_lines(outputs: Sequence[TaskOutput]) -> list[str]:
     lines = ["## Decoding and counts", "",
-             "| Task | Decoding | Examples | Unparseable | Candidates shown (min / mean) |",
-             "|---|---|---|---|---|"]
+             "| Task | Decoding | Examples | Unparseable | Candidates shown (min / mean) "
+             "| History items shown (min / mean) |",
+             "|---|---|---|---|---|---|"]
     for output in outputs:
         m = output.result.metrics
         lines.append(f"| {output.plan.task} | {output.plan.decoding} | {int(m.get('count', 0))} "
-                     f"| {int(m.get('unparseable', 0))} | {_shown(m)} |")
+                     f"| {int(m.get('unparseable', 0))} | {_shown(m, 'candidates')} "
+                     f"| {_shown(m, 'history')} |")
     return lines + [""]
 
 

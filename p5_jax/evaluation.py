@@ -4,26 +4,36 @@ Per task: read the test examples (every user, or `max_users` users drawn at rand
 seed), decode them as the protocol says, score them with the task's metric code, and attach a 95%
 bootstrap interval (users resampled) to every ranking, rating and accuracy metric. Examples carry
 the ids they were rendered from (user, target, history, candidates), so nothing is parsed back
-out of rendered text. Candidate prompts are checked for the number of candidates each example
-shows: fewer than offered is flagged, fewer than `min_candidate_share` of them withholds the
-ranking metrics. Unparseable outputs are counted by the metrics and never raise.
+out of rendered text. An example whose input length dropped candidates or history items stops
+the task with a `TruncationError` before any decoding of it (`on_truncation="error"`), or with
+`"warn"` is evaluated and noted; every list prompt records the ids it showed (min, mean, examples
+cut), and one that shows under `min_candidate_share` of the offered candidates has its ranking
+metrics withheld. Unparseable outputs are counted by the metrics and never raise.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import seqio
+import tensorflow as tf
+from absl import logging
 from tqdm.auto import tqdm
 
-from p5_jax import (eval_lengths, group_beam_predict, inference, intervals, metrics,
+from p5_jax import (eval_lengths, group_beam_predict, inference, intervals, metrics, multihost,
                     postprocessors, protocols, report, scoring)
+from p5_jax.prefix_trie import ExcludingTrie
 from p5_jax.protocols import BEAM, CANDIDATES, FREE_BEAM, GREEDY, GROUP_BEAM, YES_RANK
 from p5_tasks import catalog, prompts, registration
+from p5_tasks.rendering import DROPPED
 
 DEFAULT_FEATURE_LENGTHS = {"inputs": 512, "targets": 64}
 LENGTH_MULTIPLE = 64   # batches are padded to a multiple of this, at most the input length
+SCORED_ROWS = 128      # example x candidate rows the decoder scores at once (see candidate_chunk)
+ATTENTION_CELLS = 8 * 768 * 768   # rows x input length^2 of one model call (see rows_per_call)
+_DROPPED_KEYS = tuple(DROPPED.format(slot) for slot in prompts.LIST_SLOTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,14 +48,17 @@ class EvalConfig:
     num_beams: int = 20
     alpha: float = 0.6
     candidate_chunk_size: int = 0
+    max_attention_cells: int = ATTENTION_CELLS   # see rows_per_call; raise it on accelerators
     seed: int = 0
     split: str = "test"
     bootstrap_resamples: int = 1000
     progress: bool = True
+    on_truncation: str = "error"   # or "warn": see p5_jax.eval_lengths
 
     def __post_init__(self):
         if self.batch_size < 1 or self.num_beams < 1:
             raise ValueError("batch_size and num_beams must be positive")
+        eval_lengths.check_policy(self.on_truncation)
         if self.max_users is not None and self.max_users < 1:
             raise ValueError(f"max_users must be positive or None, got {self.max_users}")
         if not 0.0 <= self.min_candidate_share <= 1.0:
@@ -74,6 +87,10 @@ class TaskPlan:
     @property
     def shows_candidates(self) -> bool:
         return "candidates" in self.prompt.slots
+
+    @property
+    def list_slots(self) -> tuple[str, ...]:
+        return tuple(slot for slot in prompts.LIST_SLOTS if slot in self.prompt.slots)
 
 
 @dataclasses.dataclass
@@ -122,19 +139,32 @@ def task_names(mixture_or_task: str, *, include_unseen: bool = True) -> list[str
 # -- items and users of a dataset -----------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ItemIndex:
-    """Tokenised item targets of one dataset and the trie that constrains decoding to them."""
+    """Tokenised item targets of one dataset and the trie that constrains decoding to them;
+    `excluded`: user id -> the items constrained beams leave out for that user (the exact
+    protocol's whole history, the items the baselines leave out too)."""
     tokens: Mapping[str, tuple[int, ...]]
     trie: object
     max_length: int
+    excluded: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+
+    def constraint_for(self, user_ids: Sequence[str], *, rows: int):
+        """The trie, or for users with excluded items one that bars them (`rows` examples)."""
+        barred = [[self.tokens[i] for i in self.excluded.get(user, ()) if i in self.tokens]
+                  for user in user_ids]
+        if not any(barred):
+            return self.trie
+        barred += [[]] * (rows - len(barred))
+        return ExcludingTrie.build(self.trie, barred, eos_id=inference.EOS_ID)
 
 
-def build_item_index(*, item_ids: Iterable[str], vocabulary, vocab_size: int) -> ItemIndex:
+def build_item_index(*, item_ids: Iterable[str], vocabulary, vocab_size: int,
+                     excluded: Mapping[str, Sequence[str]] | None = None) -> ItemIndex:
     tokens = inference.tokenize_item_ids(vocabulary=vocabulary, item_ids=item_ids)
     if not tokens:
         raise ValueError("no items to build an item index from")
     return ItemIndex(tokens=tokens,
                      trie=inference.item_trie(item_tokens=tokens, vocab_size=vocab_size),
-                     max_length=max(len(t) for t in tokens.values()))
+                     max_length=max(len(t) for t in tokens.values()), excluded=excluded or {})
 
 
 def sampled_users(user_ids: Sequence[str], *, max_users: int | None,
@@ -156,15 +186,31 @@ def _ids(values) -> list[str]:
     return [_text(v) for v in values]
 
 
+def users_only(task: seqio.Task, users: frozenset[str]) -> seqio.Task:
+    """The task reading only the records of `users`, dropped before any preprocessing (so a
+    sample of users never preprocesses, e.g. expands into 100 probes, the whole split).
+    Evaluation records draw from seeds hashed from the record, so the examples are the same."""
+    keep = tf.constant(sorted(users))
+    source = task.source
+
+    def records(split, shuffle_files, seed=None):
+        dataset = source.get_dataset(split=split, shuffle=shuffle_files, seed=seed)
+        return dataset.filter(lambda ex: tf.reduce_any(tf.equal(ex["user_id"], keep)))
+
+    return task.replace(source=seqio.FunctionDataSource(records, splits=source.splits))
+
+
 def task_examples(task: seqio.Task, *, config: EvalConfig, input_length: int,
                   users: frozenset[str] | None = None) -> Iterator[dict]:
-    """The task's evaluation examples as numpy dicts, in order, only of `users` when given."""
+    """The task's evaluation examples as numpy dicts, in order, only of `users` when given;
+    streamed (no in-memory cache of the split)."""
     lengths = {"inputs": input_length, "targets": config.feature_lengths["targets"]}
+    if users is not None:
+        task = users_only(task, users)
     dataset = task.get_dataset(sequence_length=lengths, split=config.split, shuffle=False,
-                               num_epochs=1, seed=config.seed, use_cached=False)
-    for example in dataset.as_numpy_iterator():
-        if users is None or _text(example["user_id"]) in users:
-            yield example
+                               num_epochs=1, seed=config.seed, use_cached=False,
+                               try_in_mem_cache=False)
+    yield from dataset.as_numpy_iterator()
 
 
 def _padded(rows: Sequence[np.ndarray], *, length: int, num_rows: int) -> np.ndarray:
@@ -205,14 +251,17 @@ def _chunks(iterable: Iterable[dict], size: int) -> Iterator[list[dict]]:
 
 
 # -- decoding one batch ---------------------------------------------------------------------------
-def _beam_outputs(predictor, batch, count, *, vocabulary, items: ItemIndex, config,
+def _beam_outputs(predictor, batch, examples, *, vocabulary, items: ItemIndex, config,
                   constrained: bool) -> list:
+    trie = None
+    if constrained:
+        trie = items.constraint_for([_text(e["user_id"]) for e in examples],
+                                    rows=len(batch["encoder_input_tokens"]))
     tokens, scores = predictor.beam_search(batch, num_decodes=config.num_beams,
                                            max_decode_length=items.max_length,
-                                           alpha=config.alpha,
-                                           trie=items.trie if constrained else None)
+                                           alpha=config.alpha, trie=trie)
     outputs = []
-    for row in range(count):
+    for row in range(len(examples)):
         beams = [inference.decode_tokens(vocabulary=vocabulary, tokens=tokens[row, k])
                  for k in range(tokens.shape[1]) if np.isfinite(scores[row, k])
                  and scores[row, k] > -1e9]
@@ -237,9 +286,23 @@ def _score_sequences(predictor, batch, token_lists, *, config, round_to: int = 1
     candidates, _ = scoring.pad_candidates(token_lists + [[]] * (rows - len(token_lists)),
                                            num_candidates=width, length=length,
                                            append_eos=append_eos)
-    chunk = config.candidate_chunk_size
-    return predictor.score_candidates(batch, candidates,
-                                      chunk_size=chunk if chunk and width % chunk == 0 else 0)
+    return predictor.score_candidates(batch, candidates, chunk_size=candidate_chunk(
+        rows=rows, width=width, chunk_size=config.candidate_chunk_size))
+
+
+def candidate_chunk(*, rows: int, width: int, chunk_size: int = 0) -> int:
+    """Candidates scored at a time: `chunk_size` when it divides `width`, else the largest
+    divisor of `width` that keeps rows x candidates within SCORED_ROWS (0: all at once).
+
+    The decoder repeats the encoder outputs and computes [rows, T, vocabulary] logits for every
+    example x candidate row: 32 examples x 112 candidates at once held 4.5 GiB for the tiny model.
+    """
+    if chunk_size > 0 and width % chunk_size == 0:
+        return chunk_size
+    if rows * width <= SCORED_ROWS:
+        return 0
+    return max((c for c in range(1, width) if width % c == 0 and rows * c <= SCORED_ROWS),
+               default=1)
 
 
 def _candidate_outputs(predictor, batch, examples, *, vocabulary, items: ItemIndex,
@@ -282,15 +345,40 @@ def _group_beam_outputs(predictor, batch, count, *, vocabulary) -> list[str]:
             for row in range(count)]
 
 
+def rows_per_call(*, batch_size: int, length: int, data_size: int = 1,
+                  cells: int = ATTENTION_CELLS) -> int:
+    """Examples per model call: `batch_size` (rounded up to the data axis), or fewer (a power
+    of two, a multiple of the data axis) so that rows x length^2 stays within `cells`.
+
+    The encoder's attention holds [rows, heads, L, L] float32 scores and softmax weights: 32
+    rows at 768 tokens raised the tiny model's evaluation by 1 GiB, 8 rows by 0.3 GiB.
+    """
+    rows = 1
+    while rows < batch_size and 2 * rows * length * length <= cells:
+        rows *= 2
+    return -(-min(rows, batch_size) // data_size) * data_size
+
+
 def decode_examples(*, predictor, plan: TaskPlan, examples: Sequence[dict], vocabulary,
                     items: ItemIndex | None, config: EvalConfig, input_length: int) -> list:
-    """Raw outputs of one batch: a text, ranked item texts (best first) or log p(yes) each."""
-    batch_size = -(-config.batch_size // predictor.data_size) * predictor.data_size
-    batch = model_batch(examples, input_length=batch_length(examples, input_length=input_length),
-                        batch_size=batch_size)
+    """Raw outputs of one batch: a text, ranked item texts (best first) or log p(yes) each;
+    decoded in model calls of `rows_per_call` examples."""
+    length = batch_length(examples, input_length=input_length)
+    rows = rows_per_call(batch_size=config.batch_size, length=length,
+                         data_size=predictor.data_size, cells=config.max_attention_cells)
+    outputs = []
+    for part in _chunks(examples, rows):
+        batch = model_batch(part, input_length=length, batch_size=rows)
+        outputs += _decode_batch(predictor=predictor, plan=plan, batch=batch, examples=part,
+                                 vocabulary=vocabulary, items=items, config=config)
+    return outputs
+
+
+def _decode_batch(*, predictor, plan: TaskPlan, batch: dict, examples: Sequence[dict],
+                  vocabulary, items: ItemIndex | None, config: EvalConfig) -> list:
     count = len(examples)
     if plan.decoding in (BEAM, FREE_BEAM):
-        return _beam_outputs(predictor, batch, count, vocabulary=vocabulary, items=items,
+        return _beam_outputs(predictor, batch, examples, vocabulary=vocabulary, items=items,
                              config=config, constrained=plan.decoding == BEAM)
     if plan.decoding == CANDIDATES:
         return _candidate_outputs(predictor, batch, examples, vocabulary=vocabulary,
@@ -312,6 +400,9 @@ def example_row(example: dict, output) -> dict:
         if key in example:
             value = example[key]
             row[key] = _text(value) if np.ndim(value) == 0 else _ids(value)
+    for slot in prompts.LIST_SLOTS:
+        if DROPPED.format(slot) in example:
+            row[DROPPED.format(slot)] = eval_lengths.dropped(example, slot)
     return row
 
 
@@ -374,24 +465,81 @@ def offered_candidates(dataset: str) -> int:
 def candidate_check(rows: Sequence[dict], *, offered: int,
                     min_share: float) -> tuple[dict, list[str], bool]:
     """(shown-count figures, notes, whether ranking metrics must be withheld)."""
-    shown = [len(r.get("candidates", ())) for r in rows]
-    figures = {"candidates_offered": float(offered), "candidates_shown_min": float(min(shown)),
-               "candidates_shown_mean": float(np.mean(shown))}
-    notes, withhold = [], False
-    if min(shown) < offered:
-        short = sum(s < offered for s in shown)
-        notes.append(f"{short} of {len(shown)} examples show fewer than the {offered} candidates "
-                     f"offered (min {min(shown)}, mean {np.mean(shown):.1f}); raise the input "
-                     "length")
-        withhold = min(shown) < min_share * offered
-        if withhold:
-            notes.append(f"ranking metrics withheld: an example shows under "
-                         f"{min_share:.0%} of the candidates")
-    return figures, notes, withhold
+    figures = {"candidates_offered": float(offered),
+               **eval_lengths.shown_figures(rows, ("candidates",))}
+    if figures["candidates_shown_min"] >= min_share * offered:
+        return figures, [], False
+    return figures, [f"ranking metrics withheld: an example shows under {min_share:.0%} of the "
+                     f"{offered} candidates offered"], True
 
 
 def _withheld(values: dict) -> dict:
     return {k: (float("nan") if k.startswith(("hr@", "ndcg@")) else v) for k, v in values.items()}
+
+
+def fitting_length(plan: TaskPlan, *, vocabulary, items: ItemIndex | None) -> int:
+    """The input length that shows every offered candidate and a full history (see
+    `eval_lengths.needed_input_length`)."""
+    tokens = items.tokens if items is not None else inference.tokenize_item_ids(
+        vocabulary=vocabulary, item_ids=catalog.item_ids(plan.dataset))
+    return eval_lengths.needed_input_length(
+        plan.prompt, vocabulary=vocabulary, item_tokens=tokens,
+        users=catalog.users(plan.dataset), num_candidates=offered_candidates(plan.dataset))
+
+
+def _truncation_text(examples: Iterable[Mapping], *, plan: TaskPlan, vocabulary,
+                     items: ItemIndex | None, input_length: int) -> str:
+    total, cut, by_slot = eval_lengths.cut_counts(examples)
+    return eval_lengths.truncation_message(
+        input_length=input_length, total=total, cut=cut, by_slot=by_slot,
+        fits=fitting_length(plan, vocabulary=vocabulary, items=items))
+
+
+def _decoded_rows(examples: Iterator[dict], *, predictor, plan: TaskPlan, vocabulary,
+                  items: ItemIndex | None, config: EvalConfig, input_length: int) -> list[dict]:
+    """Rows of every example, batch by batch; with `on_truncation="error"` the first batch with
+    an example that lost ids raises, after counting the rest of the task (not decoded).
+
+    Several processes share the batches round-robin (each decodes its own on its own devices)
+    and gather the rows, in order, on every process."""
+    mine, skipped = [], []  # rows of this process's batches; list cuts of the others'
+    bar = tqdm(desc=f"{plan.task} ({plan.protocol})", unit="ex", disable=not config.progress,
+               leave=False)
+    for index, chunk in enumerate(_chunks(examples, config.batch_size)):
+        if config.on_truncation == "error" and any(map(eval_lengths.lost_lists, chunk)):
+            bar.close()
+            raise eval_lengths.TruncationError(plan.task + ": " + _truncation_text(
+                itertools.chain(*mine, skipped, chunk, examples), plan=plan,
+                vocabulary=vocabulary, items=items, input_length=input_length))
+        if multihost.is_mine(index):
+            outputs = decode_examples(predictor=predictor, plan=plan, examples=chunk,
+                                      vocabulary=vocabulary, items=items, config=config,
+                                      input_length=input_length)
+            mine.append([example_row(e, o) for e, o in zip(chunk, outputs)])
+        else:
+            skipped += [{key: e[key] for key in _DROPPED_KEYS if key in e} for e in chunk]
+        bar.update(len(chunk))
+    bar.close()
+    return list(itertools.chain(*multihost.gather_shares(mine)))
+
+
+def _list_figures(rows: Sequence[dict], *, plan: TaskPlan, vocabulary, items: ItemIndex | None,
+                  config: EvalConfig, input_length: int) -> tuple[dict, list[str], bool]:
+    """(ids shown per list, notes, whether ranking metrics must be withheld); an example that
+    lost ids (allowed by `on_truncation="warn"`) is logged and noted."""
+    figures = eval_lengths.shown_figures(rows, plan.list_slots)
+    notes, withhold = [], False
+    if any(map(eval_lengths.lost_lists, rows)):
+        text = _truncation_text(rows, plan=plan, vocabulary=vocabulary, items=items,
+                                input_length=input_length)
+        logging.warning("%s: %s (evaluated anyway: on_truncation='warn')", plan.task, text)
+        notes.append(text)
+    if plan.shows_candidates:
+        counts, more, withhold = candidate_check(
+            rows, offered=offered_candidates(plan.dataset), min_share=config.min_candidate_share)
+        figures.update(counts)
+        notes += more
+    return figures, notes, withhold
 
 
 def evaluate_task(*, predictor, plan: TaskPlan, vocabulary, items: ItemIndex | None,
@@ -399,25 +547,19 @@ def evaluate_task(*, predictor, plan: TaskPlan, vocabulary, items: ItemIndex | N
                   users: frozenset[str] | None = None) -> TaskOutput:
     """Decodes and scores one task; a task with no examples gets empty metrics and no rows."""
     task = seqio.get_mixture_or_task(plan.task)
-    rows = []
-    bar = tqdm(desc=f"{plan.task} ({plan.protocol})", unit="ex", disable=not config.progress,
-               leave=False)
-    examples = task_examples(task, config=config, input_length=input_length, users=users)
-    for chunk in _chunks(examples, config.batch_size):
-        outputs = decode_examples(predictor=predictor, plan=plan, examples=chunk,
-                                  vocabulary=vocabulary, items=items, config=config,
-                                  input_length=input_length)
-        rows += [example_row(e, o) for e, o in zip(chunk, outputs)]
-        bar.update(len(chunk))
-    bar.close()
+    rows = _decoded_rows(
+        task_examples(task, config=config, input_length=input_length, users=users),
+        predictor=predictor, plan=plan, vocabulary=vocabulary, items=items, config=config,
+        input_length=input_length)
     if plan.decoding == YES_RANK:
         rows = rank_probes(rows)
     values, bounds, notes = {"count": 0.0}, {}, []
     if rows:
         values, bounds = score_rows(task, plan, rows, config=config)
-    if rows and plan.shows_candidates:
-        figures, notes, withhold = candidate_check(
-            rows, offered=offered_candidates(plan.dataset), min_share=config.min_candidate_share)
+    if rows and plan.list_slots:
+        figures, notes, withhold = _list_figures(rows, plan=plan, vocabulary=vocabulary,
+                                                 items=items, config=config,
+                                                 input_length=input_length)
         values.update(figures)
         if withhold:
             values, bounds = _withheld(values), {}
@@ -436,19 +578,19 @@ def input_length_for(plan: TaskPlan, *, config: EvalConfig, vocabulary, items) -
     base = config.feature_lengths["inputs"]
     if not (config.fit_candidates and plan.shows_candidates):
         return base
-    needed = eval_lengths.needed_input_length(
-        plan.prompt, vocabulary=vocabulary, item_tokens=items.tokens,
-        users=catalog.users(plan.dataset), num_candidates=offered_candidates(plan.dataset))
-    return max(base, needed)
+    return max(base, fitting_length(plan, vocabulary=vocabulary, items=items))
 
 
 def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
                    protocol_names: Sequence[str] = (protocols.EXACT,),
                    zero_shot_domain: bool = False,
-                   item_ids_fn=catalog.item_ids) -> dict[str, list[TaskOutput]]:
+                   item_ids_fn=catalog.item_ids,
+                   histories_fn=catalog.full_histories) -> dict[str, list[TaskOutput]]:
     """{protocol: outputs}: each task under each protocol; a task whose decoding is the same
-    under two protocols is decoded once. Item indexes are built once per dataset."""
-    indexes: dict[str, ItemIndex] = {}
+    under two protocols is decoded once. Item indexes are built once per dataset (and once
+    more with each user's whole history, `histories_fn(dataset, split)`, to leave out of
+    constrained beams)."""
+    indexes: dict[tuple[str, bool], ItemIndex] = {}
     results: dict[str, list[TaskOutput]] = {p: [] for p in map(protocols.check, protocol_names)}
     for name in tqdm(task_names, desc="tasks", unit="task", disable=not config.progress):
         vocabulary = seqio.get_mixture_or_task(name).output_features["targets"].vocabulary
@@ -460,11 +602,13 @@ def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
                 continue
             items = None
             if plan.decoding not in (GREEDY, GROUP_BEAM):
-                if plan.dataset not in indexes:
-                    indexes[plan.dataset] = build_item_index(
+                key = (plan.dataset, plan.decoding == BEAM)
+                if key not in indexes:
+                    indexes[key] = build_item_index(
                         item_ids=item_ids_fn(plan.dataset), vocabulary=vocabulary,
-                        vocab_size=predictor.vocab_size)
-                items = indexes[plan.dataset]
+                        vocab_size=predictor.vocab_size,
+                        excluded=histories_fn(plan.dataset, config.split) if key[1] else None)
+                items = indexes[key]
             users = sampled_users(list(catalog.users(plan.dataset)), max_users=config.max_users,
                                   seed=config.seed)
             output = evaluate_task(

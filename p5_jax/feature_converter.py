@@ -101,6 +101,41 @@ def pack_window(window, *, input_length: int, target_length: int):
     return packed
 
 
+PADDED_INPUT_KEYS = ("inputs", "targets", WHOLE_WORD_FEATURE)
+PACKED_INPUT_KEYS = PADDED_INPUT_KEYS + ("inputs_segment_ids", "inputs_positions",
+                                         "targets_segment_ids", "targets_positions")
+
+
+def _padded_row(features, *, bos_id: int) -> dict:
+    """Model features of one padded example (one example per row)."""
+    targets = features["targets"]
+    return {
+        "encoder_input_tokens": features["inputs"],
+        "encoder_whole_word_ids": features[WHOLE_WORD_FEATURE],
+        "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(targets, bos_id=bos_id),
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": tf.cast(tf.not_equal(targets, 0), tf.float32),
+    }
+
+
+def _packed_row(features, *, bos_id: int) -> dict:
+    """Model features of one packed row (seqio's layout, see `pack_window`)."""
+    targets = features["targets"]
+    segments = features["targets_segment_ids"]
+    return {
+        "encoder_input_tokens": features["inputs"],
+        "encoder_whole_word_ids": features[WHOLE_WORD_FEATURE],
+        "encoder_segment_ids": features["inputs_segment_ids"],
+        "encoder_positions": features["inputs_positions"],
+        "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
+            targets, sequence_id=segments, bos_id=bos_id),
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": tf.cast(tf.not_equal(targets, 0), tf.float32),
+        "decoder_segment_ids": segments,
+        "decoder_positions": features["targets_positions"],
+    }
+
+
 class P5EncDecFeatureConverter(seqio.FeatureConverter):
     """Pads (pack=False, one example per row) or packs (pack=True) examples to the task feature
     lengths; `inputs_whole_word_ids` follows `inputs`."""
@@ -124,6 +159,46 @@ class P5EncDecFeatureConverter(seqio.FeatureConverter):
         super().__init__(pack=pack, **kwargs)
         self._pack_window = pack_window
 
+    @property
+    def window_size(self) -> int:
+        """Examples packed together (and, unpacked, converted together by `window_rows`)."""
+        return self._pack_window
+
+    def window_shapes(self, task_feature_lengths: Mapping[str, int]) -> dict:
+        """`padded_batch` shapes of a window of `trim`med examples."""
+        inputs, targets = task_feature_lengths["inputs"], task_feature_lengths["targets"]
+        return {"inputs": [inputs], "targets": [targets], "sizes": [2],
+                WHOLE_WORD_FEATURE: [inputs]}
+
+    def trim(self, features, task_feature_lengths: Mapping[str, int]) -> dict:
+        """One example cut to the lengths, with its (input, target) `sizes` (a packed example
+        must have both)."""
+        inputs = features["inputs"][:task_feature_lengths["inputs"]]
+        targets = features["targets"][:task_feature_lengths["targets"]]
+        checks = [tf.debugging.assert_positive(
+            tf.size(x), message=f"packing needs non-empty {name}")
+            for name, x in (("inputs", inputs), ("targets", targets)) if self.pack]
+        with tf.control_dependencies(checks):
+            sizes = tf.stack([tf.size(inputs), tf.size(targets)])
+        return {"inputs": inputs, "targets": targets, "sizes": sizes,
+                WHOLE_WORD_FEATURE: tf.cast(
+                    features[WHOLE_WORD_FEATURE][:task_feature_lengths["inputs"]], tf.int32)}
+
+    def window_rows(self, window, task_feature_lengths: Mapping[str, int]) -> dict:
+        """Model-feature rows [R, length] of a window of `trim`med examples padded to
+        `window_shapes`: packed first fit, or one row per example."""
+        if self.pack:
+            window = pack_window(window, input_length=task_feature_lengths["inputs"],
+                                 target_length=task_feature_lengths["targets"])
+        row = functools.partial(_packed_row if self.pack else _padded_row, bos_id=self.bos_id)
+        keys = PACKED_INPUT_KEYS if self.pack else PADDED_INPUT_KEYS
+        rows = {key: window[key] for key in keys}
+        dtypes = {**self.PACKING_FEATURE_DTYPES,
+                  **{key: spec.dtype for key, spec in self.MODEL_FEATURES.items()}}
+        return tf.map_fn(row, rows, fn_output_signature={
+            key: tf.TensorSpec([None], dtypes[key])
+            for key in self.get_model_feature_lengths(task_feature_lengths)})
+
     def _convert_features(self, ds: tf.data.Dataset,
                           task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         if WHOLE_WORD_FEATURE not in ds.element_spec:
@@ -134,62 +209,16 @@ class P5EncDecFeatureConverter(seqio.FeatureConverter):
         if self.pack:
             return self._pack_rows(ds, lengths)
         ds = seqio.utils.trim_and_pad_dataset(ds, lengths)
-
-        def convert(features):
-            targets = features["targets"]
-            return {
-                "encoder_input_tokens": features["inputs"],
-                "encoder_whole_word_ids": features[WHOLE_WORD_FEATURE],
-                "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
-                    targets, bos_id=self.bos_id),
-                "decoder_target_tokens": targets,
-                "decoder_loss_weights": tf.cast(tf.not_equal(targets, 0), tf.float32),
-            }
-
-        return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(functools.partial(_padded_row, bos_id=self.bos_id),
+                      num_parallel_calls=tf.data.AUTOTUNE)
 
     def _pack_rows(self, ds: tf.data.Dataset, lengths: Mapping[str, int]) -> tf.data.Dataset:
         """First-fit packing over windows of `pack_window` examples, then the model keys."""
-        input_length, target_length = lengths["inputs"], lengths["targets"]
-
-        def select(features):
-            inputs = features["inputs"][:input_length]
-            targets = features["targets"][:target_length]
-            checks = [tf.debugging.assert_positive(
-                tf.size(x), message=f"packing needs non-empty {name}")
-                for name, x in (("inputs", inputs), ("targets", targets))]
-            with tf.control_dependencies(checks):
-                sizes = tf.stack([tf.size(inputs), tf.size(targets)])
-            return {"inputs": inputs, "targets": targets, "sizes": sizes,
-                    WHOLE_WORD_FEATURE: tf.cast(features[WHOLE_WORD_FEATURE][:input_length],
-                                                tf.int32)}
-
-        ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.padded_batch(self._pack_window, padded_shapes={
-            "inputs": [input_length], "targets": [target_length], "sizes": [2],
-            WHOLE_WORD_FEATURE: [input_length]})
-        ds = ds.map(lambda window: pack_window(window, input_length=input_length,
-                                               target_length=target_length),
+        ds = ds.map(lambda features: self.trim(features, lengths),
                     num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.unbatch()
-
-        def convert(features):
-            targets = features["targets"]
-            segments = features["targets_segment_ids"]
-            return {
-                "encoder_input_tokens": features["inputs"],
-                "encoder_whole_word_ids": features[WHOLE_WORD_FEATURE],
-                "encoder_segment_ids": features["inputs_segment_ids"],
-                "encoder_positions": features["inputs_positions"],
-                "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
-                    targets, sequence_id=segments, bos_id=self.bos_id),
-                "decoder_target_tokens": targets,
-                "decoder_loss_weights": tf.cast(tf.not_equal(targets, 0), tf.float32),
-                "decoder_segment_ids": segments,
-                "decoder_positions": features["targets_positions"],
-            }
-
-        return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.padded_batch(self._pack_window, padded_shapes=self.window_shapes(lengths))
+        return ds.map(lambda window: self.window_rows(window, lengths),
+                      num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
     def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict:
         encoder, decoder = task_feature_lengths["inputs"], task_feature_lengths["targets"]

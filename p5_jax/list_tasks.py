@@ -60,6 +60,7 @@ def show(name: str, *, split: str, num: int, seed: int = 0) -> list[tuple[str, s
 
 
 def main(argv=None) -> int:
+    from p5_jax import cli_errors
     from p5_jax.tf_setup import quiet_tensorflow
     quiet_tensorflow()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -67,17 +68,20 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="train", choices=("train", "validation", "test"))
     parser.add_argument("--num", type=int, default=3)
     parser.add_argument("--counts", action="store_true", help="tasks per dataset and family")
+    cli_errors.add_debug_argument(parser)
     args = parser.parse_args(argv)
     tasks, mixtures = p5_names()
     from p5_tasks import registration
 
     if args.show:
-        try:
+        from p5_jax.data.errors import DataError
+
+        try:  # an unknown name, or a dataset that cannot be prepared: one `error:` line
             registration.require_known(args.show)
-        except registration.UnknownNameError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        for inputs, targets, shown in show(args.show, split=args.split, num=args.num):
+            examples = show(args.show, split=args.split, num=args.num)
+        except (registration.UnknownNameError, DataError, FileNotFoundError) as error:
+            return cli_errors.handle(error, debug=args.debug)
+        for inputs, targets, shown in examples:
             listed = f"shown:  {shown} (at {DEFAULT_LENGTHS['inputs']} input tokens)\n" \
                 if shown else ""
             print(f"input:  {inputs}\ntarget: {targets}\n{listed}")

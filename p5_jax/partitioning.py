@@ -102,6 +102,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def global_batch_arrays(batch: Mapping[str, np.ndarray], sharding: NamedSharding,
+                        keys: Sequence[str] | None = None) -> dict[str, jax.Array]:
+    """Global arrays from the whole batch, which every process holds: each process places only
+    the rows of its own devices, so the data does not depend on the number of processes."""
+    arrays = {}
+    for key in batch if keys is None else [k for k in keys if k in batch]:
+        value = np.asarray(batch[key])
+        arrays[key] = jax.make_array_from_callback(value.shape, sharding,
+                                                   lambda index, v=value: v[index])
+    return arrays
+
+
 def logical_shardings(abstract_tree, *, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
     """NamedShardings for a tree whose leaves may be boxed with logical axis names.
 

@@ -88,11 +88,28 @@ class PrefixTrie:
         """bool [..., vocab_size]: which tokens may follow each state."""
         state = jnp.asarray(state, dtype=jnp.int32)
         tokens, _, valid = self._edge_window(state)
+        return self.token_mask(tokens, valid)
+
+    def token_mask(self, tokens: jax.Array, valid: jax.Array) -> jax.Array:
+        """bool [..., vocab_size] from edge windows [..., D]: True at each valid edge's token."""
         tokens_MxD = jnp.where(valid, tokens, self.vocab_size).reshape(-1, self.max_degree)
         rows_Mx1 = jnp.arange(tokens_MxD.shape[0])[:, None]
         mask = jnp.zeros((tokens_MxD.shape[0], self.vocab_size), dtype=bool)
         mask = mask.at[rows_Mx1, tokens_MxD].set(True, mode="drop")
-        return mask.reshape(state.shape + (self.vocab_size,))
+        return mask.reshape(tokens.shape[:-1] + (self.vocab_size,))
+
+    def node_after(self, tokens: Sequence[int]) -> int:
+        """The node reached from the root by `tokens` (host-side; `dead_state` if none)."""
+        starts, edge_tokens, children = (np.asarray(a) for a in (
+            self.edge_start_N2, self.edge_tokens_E, self.edge_children_E))
+        node = 0
+        for token in tokens:
+            window = edge_tokens[starts[node]:starts[node + 1]]
+            index = int(np.searchsorted(window, int(token)))
+            if index == len(window) or window[index] != int(token):
+                return self.dead_state
+            node = int(children[starts[node] + index])
+        return node
 
     def next_state(self, state: jax.Array, token: jax.Array) -> jax.Array:
         """The node reached from `state` by `token` (same shapes), or `dead_state`."""
@@ -114,3 +131,67 @@ def _check_sequence(sequence, *, vocab_size: int, eos_id: int, index: int) -> No
     bad = [token for token in tokens if not 0 <= token < vocab_size]
     if bad:
         raise ValueError(f"sequence {index} has tokens {bad} outside [0, {vocab_size})")
+
+
+@flax.struct.dataclass
+class ExcludingTrie:
+    """A `PrefixTrie` whose sequences are also barred per example (e.g. a user's own items).
+
+    The decoding state is `example * stride + node`, so the beams of each example carry their
+    example's row of `barred_BxS` (bool [batch, stride], stride = trie nodes + the dead sink):
+    True at the node a barred sequence reaches just before its eos. Such a node may not take
+    eos, and the token into it is masked too when eos is all that could follow (a single-token
+    id), so no beam is spent on a barred sequence that can only die.
+    """
+    trie: PrefixTrie
+    barred_BxS: jax.Array
+    eos_only_S: jax.Array
+    eos_id: int = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def build(cls, trie: PrefixTrie, barred: Sequence[Sequence[Sequence[int]]], *,
+              eos_id: int) -> "ExcludingTrie":
+        """`barred[b]`: the token sequences (each ending with eos) example b may not produce."""
+        stride = trie.num_nodes + 1
+        barred_BxS = np.zeros((len(barred), stride), dtype=bool)
+        for row, sequences in enumerate(barred):
+            for sequence in sequences:
+                barred_BxS[row, trie.node_after(list(sequence)[:-1])] = True
+        barred_BxS[:, trie.dead_state] = False
+        return cls(trie=trie, barred_BxS=jnp.asarray(barred_BxS),
+                   eos_only_S=jnp.asarray(_eos_only_nodes(trie, eos_id)), eos_id=int(eos_id))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.trie.vocab_size
+
+    @property
+    def stride(self) -> int:
+        return self.trie.num_nodes + 1
+
+    def initial_state(self, shape: Sequence[int]) -> jax.Array:
+        """Example b's root; `shape` must be (batch,) as the decoders ask."""
+        if len(shape) != 1 or shape[0] != self.barred_BxS.shape[0]:
+            raise ValueError(f"ExcludingTrie built for {self.barred_BxS.shape[0]} examples, "
+                             f"asked for initial states of shape {tuple(shape)}")
+        return jnp.arange(shape[0], dtype=jnp.int32) * self.stride
+
+    def allowed_next_tokens(self, state: jax.Array) -> jax.Array:
+        example, node = jnp.divmod(jnp.asarray(state, dtype=jnp.int32), self.stride)
+        tokens, children, valid = self.trie._edge_window(node)
+        closes_barred = (tokens == self.eos_id) & self.barred_BxS[example, node][..., None]
+        enters_dead_end = (self.barred_BxS[example[..., None], children]
+                           & self.eos_only_S[children])
+        return self.trie.token_mask(tokens, valid & ~closes_barred & ~enters_dead_end)
+
+    def next_state(self, state: jax.Array, token: jax.Array) -> jax.Array:
+        example, node = jnp.divmod(jnp.asarray(state, dtype=jnp.int32), self.stride)
+        return example * self.stride + self.trie.next_state(node, token)
+
+
+def _eos_only_nodes(trie: PrefixTrie, eos_id: int) -> np.ndarray:
+    """bool [num_nodes + 1]: nodes whose one outgoing edge is eos."""
+    starts, tokens = np.asarray(trie.edge_start_N2), np.asarray(trie.edge_tokens_E)
+    degree = np.diff(starts)[:trie.num_nodes + 1]
+    first = tokens[np.minimum(starts[:trie.num_nodes + 1], len(tokens) - 1)]
+    return (degree == 1) & (first == eos_id)

@@ -3,7 +3,8 @@
 Two protocols, named in every results file:
 
 - `"exact"` (the default): free next-item prompts (2-1..2-6, 2-13) decode 20 beams constrained
-  to valid item ids (a prefix trie), and the beams are the ranking; candidate prompts (2-7..2-10,
+  to valid item ids (a prefix trie) other than the user's whole history before the evaluated
+  item (the items the baselines leave out too), and the beams are the ranking; candidate prompts (2-7..2-10,
   5-5..5-8) rank every candidate shown by its length-normalised log-likelihood (the mean
   log-probability per token of `item_<id>` plus end-of-sequence), so HR@k and NDCG@k among the
   candidates are exact; direct yes/no prompts (5-1..5-4) rank the true item and its 99
@@ -45,7 +46,8 @@ GROUP_BEAM_NOTE = ("decoded as P5 did: 12 beams in 3 groups, min_length 9, repet
                    "(favours repeats), max_length 20")
 
 DESCRIPTIONS = {
-    EXACT: ("free next-item prompts: 20 beams constrained to valid item ids; candidate prompts: "
+    EXACT: ("free next-item prompts: 20 beams constrained to valid item ids, leaving out the "
+            "user's whole history (as the baselines do); candidate prompts: "
             "every shown candidate ranked by mean per-token log-likelihood (item tokens and "
             "end-of-sequence); direct yes/no 5-1..5-4: true item and negatives ranked by p(yes); "
             "other prompts, explanations included, greedy"),

@@ -8,6 +8,10 @@
   3-6 (shown the predicted rating) when 3-8 is not registered; none for datasets without
   explanation prompts.
 The rated and explained item is `item_id` when given, else the top recommendation.
+
+An input length that drops history items or cuts a prompt's text raises
+`eval_lengths.TruncationError` naming the length that fits (`on_truncation="error"`), or with
+"warn" is logged and reported in the answer (`history_dropped`, `truncated_prompts`).
 """
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import seqio
+from absl import logging
 
-from p5_jax import evaluation, id_text, inference, postprocessors
+from p5_jax import eval_lengths, evaluation, id_text, inference, postprocessors
 from p5_jax import vocabulary as p5_vocabulary
 from p5_tasks import catalog, prompts, registration
 
@@ -91,6 +96,27 @@ def render(prompt: prompts.Prompt, values: dict) -> str:
     return prompt.input_template.format(**rendered)
 
 
+class Truncation:
+    """What the input length cut from one answer's prompts: under "error" the first cut
+    raises `eval_lengths.TruncationError`, under "warn" it is logged and kept in `cut`."""
+
+    def __init__(self, *, policy: str, input_length: int):
+        self.policy, self.input_length = eval_lengths.check_policy(policy), input_length
+        self.cut: dict[str, list[str]] = {}   # prompt id -> what was cut
+
+    def report(self, prompt: prompts.Prompt, what: str, *, needed: int) -> None:
+        text = (f"input length {self.input_length} {what} of prompt {prompt.id}; an input "
+                f"length of {needed} fits it")
+        if self.policy == "error":
+            raise eval_lengths.TruncationError(text)
+        logging.warning("%s (answered anyway: on_truncation='warn')", text)
+        self.cut.setdefault(prompt.id, []).append(what)
+
+
+def _tokens(text: str, *, vocabulary) -> list[int]:
+    return list(vocabulary.encode(text)) + [inference.EOS_ID]
+
+
 def encode(text: str, *, vocabulary, input_length: int, rows: int) -> dict:
     """Encoder features of one input (eos appended, cut to `input_length`), `rows` times."""
     tokens = np.asarray(list(vocabulary.encode(text))[:input_length - 1] + [inference.EOS_ID])
@@ -100,24 +126,45 @@ def encode(text: str, *, vocabulary, input_length: int, rows: int) -> dict:
     return evaluation.model_batch([example] * rows, input_length=input_length, batch_size=rows)
 
 
-def _fitted_history(prompt, values, history, *, vocabulary, input_length) -> list[str]:
-    """The newest ids (at most 20) whose rendered input fits `input_length` tokens."""
-    history = list(history)[-HISTORY_LIMIT:]
-    while history and len(vocabulary.encode(render(prompt, {**values, "history": history}))) \
-            >= input_length:
+def checked_encode(prompt: prompts.Prompt, values: dict, *, vocabulary, input_length: int,
+                   rows: int, truncation: Truncation) -> dict:
+    """`encode` of the rendered prompt, its text cut reported to `truncation`."""
+    text = render(prompt, values)
+    needed = len(_tokens(text, vocabulary=vocabulary))
+    if needed > input_length:
+        truncation.report(prompt, f"cuts {needed - input_length} tokens of the text",
+                          needed=needed)
+    return encode(text, vocabulary=vocabulary, input_length=input_length, rows=rows)
+
+
+def _fitted_history(prompt, values, history, *, vocabulary, input_length,
+                    truncation: Truncation) -> list[str]:
+    """The newest ids (at most 20) whose rendered input fits `input_length` tokens; the
+    dropped ones are reported to `truncation`."""
+    offered = list(history)[-HISTORY_LIMIT:]
+    history = offered
+    while history and len(_tokens(render(prompt, {**values, "history": history}),
+                                  vocabulary=vocabulary)) > input_length:
         history = history[1:]
+    if len(history) < len(offered):
+        needed = len(_tokens(render(prompt, {**values, "history": offered}),
+                             vocabulary=vocabulary))
+        truncation.report(prompt, f"drops {len(offered) - len(history)} of the {len(offered)} "
+                          "history items", needed=needed)
     return history
 
 
 def top_items(*, predictor, vocabulary, dataset: str, values: dict, history: Sequence[str],
-              items: evaluation.ItemIndex, top_k: int, input_length: int) -> tuple:
+              items: evaluation.ItemIndex, top_k: int, input_length: int,
+              truncation: Truncation) -> tuple:
     prompt = registered_prompt(dataset, SEQUENTIAL_PROMPTS)
     if prompt is None:
         return None, [], []
     history = _fitted_history(prompt, values, history, vocabulary=vocabulary,
-                              input_length=input_length)
-    batch = encode(render(prompt, {**values, "history": history}), vocabulary=vocabulary,
-                   input_length=input_length, rows=predictor.data_size)
+                              input_length=input_length, truncation=truncation)
+    batch = checked_encode(prompt, {**values, "history": history}, vocabulary=vocabulary,
+                           input_length=input_length, rows=predictor.data_size,
+                           truncation=truncation)
     tokens, scores = predictor.beam_search(batch, num_decodes=top_k, trie=items.trie,
                                            max_decode_length=items.max_length)
     ranked = []
@@ -129,18 +176,21 @@ def top_items(*, predictor, vocabulary, dataset: str, values: dict, history: Seq
     return prompt, history, ranked
 
 
-def _greedy_text(predictor, prompt, values, *, vocabulary, input_length, target_length) -> str:
-    batch = encode(render(prompt, values), vocabulary=vocabulary, input_length=input_length,
-                   rows=predictor.data_size)
+def _greedy_text(predictor, prompt, values, *, vocabulary, input_length, target_length,
+                 truncation: Truncation) -> str:
+    batch = checked_encode(prompt, values, vocabulary=vocabulary, input_length=input_length,
+                           rows=predictor.data_size, truncation=truncation)
     tokens = predictor.greedy(batch, max_decode_length=target_length)
     return inference.decode_tokens(vocabulary=vocabulary, tokens=tokens[0])
 
 
 def rating_and_explanation(*, predictor, vocabulary, dataset: str, values: dict,
-                           input_length: int, target_length: int) -> dict:
+                           input_length: int, target_length: int,
+                           truncation: Truncation) -> dict:
     """Predicted rating (1-1) and explanation (3-8 or 3-6) for values' user and item."""
     answer = {"predicted_rating": None, "rating_text": None, "explanation": None}
-    kwargs = dict(vocabulary=vocabulary, input_length=input_length, target_length=target_length)
+    kwargs = dict(vocabulary=vocabulary, input_length=input_length, target_length=target_length,
+                  truncation=truncation)
     rating_prompt = registered_prompt(dataset, RATING_PROMPTS)
     if rating_prompt is not None:
         text = _greedy_text(predictor, rating_prompt, values, **kwargs)
@@ -160,28 +210,33 @@ def rating_and_explanation(*, predictor, vocabulary, dataset: str, values: dict,
 
 def recommend(*, predictor, vocabulary, root, dataset: str, user_id: str,
               item_id: str | None = None, top_k: int = 10, input_length: int = 512,
-              target_length: int = 64) -> dict:
+              target_length: int = 64, on_truncation: str = "error") -> dict:
     """The JSON-able answer for one user (see the module docstring)."""
     if top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
+    truncation = Truncation(policy=on_truncation, input_length=input_length)
     dataset_dir = pathlib.Path(root) / dataset
     users, item_ids = read_users(dataset_dir), [str(i) for i in catalog.item_ids(dataset)]
     check_ids(users=users, items=item_ids, user_id=user_id, item_id=item_id, dataset=dataset)
     items = evaluation.build_item_index(item_ids=item_ids, vocabulary=vocabulary,
                                         vocab_size=predictor.vocab_size)
     values = {"user_id": user_id, "user_desc": users[user_id]}
+    full_history = user_history(root=root, dataset=dataset, user_id=user_id)
     prompt, history, ranked = top_items(
         predictor=predictor, vocabulary=vocabulary, dataset=dataset, values=values,
-        history=user_history(root=root, dataset=dataset, user_id=user_id), items=items,
-        top_k=top_k, input_length=input_length)
+        history=full_history, items=items, top_k=top_k, input_length=input_length,
+        truncation=truncation)
     answer = {"dataset": dataset, "user_id": user_id, "user_desc": users[user_id],
               "history": history, "recommendations": ranked[:top_k],
-              "recommendation_prompt": prompt.id if prompt else None}
+              "recommendation_prompt": prompt.id if prompt else None,
+              "history_dropped": len(full_history[-HISTORY_LIMIT:]) - len(history)
+              if prompt else 0}
     target = item_id or (ranked[0]["item_id"] if ranked else None)
     answer.update(item_id=target, item_source="given" if item_id else "top recommendation")
     if target is not None:
         answer.update(rating_and_explanation(
             predictor=predictor, vocabulary=vocabulary, dataset=dataset,
             values={**values, "item_id": target}, input_length=input_length,
-            target_length=target_length))
+            target_length=target_length, truncation=truncation))
+    answer["truncated_prompts"] = dict(truncation.cut)
     return answer

@@ -31,9 +31,9 @@ from absl import logging
 from flax import traverse_util
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
-from p5_tasks import registration
+from p5_tasks import rates, registration
 
-from p5_jax import (checkpoints, feature_converter, gin_bindings, hf_weights, inference,
+from p5_jax import (checkpoints, gin_bindings, hf_weights, inference,
                     input_pipeline, models, network, partitioning, summaries, trainer, vocabulary)
 
 gin_bindings.define_flags()
@@ -46,14 +46,6 @@ def _model_for(task_name: str, start: _Start | None = None):
     return _model_of_checkpoint(start, task.output_features["targets"].vocabulary)
 
 
-def _dataset_fn(*, name, lengths, split, shuffle, seed, num_epochs, pack=False):
-    return input_pipeline.seqio_dataset_fn(
-        mixture_or_task_name=name, task_feature_lengths=lengths, split=split,
-        feature_converter=feature_converter.P5EncDecFeatureConverter(pack=pack),
-        shuffle=shuffle, seed=seed, num_epochs=num_epochs,
-        process_index=jax.process_index(), process_count=jax.process_count())
-
-
 @gin.configurable
 def train(*, mixture_or_task_name: str = gin.REQUIRED,
           task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
@@ -63,7 +55,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           eval_every: int = 0, eval_steps: int = 20, checkpoint_every: int = 1000,
           keep_checkpoints: int = 3, sentencepiece_model_file: str | None = None,
           sequential_sampling: str = "p5", show_progress: bool = True, pack: bool = True,
-          initial_checkpoint: str | None = None, on_bad_checkpoint: str = "fall_back"):
+          initial_checkpoint: str | None = None, on_bad_checkpoint: str = "fall_back",
+          item_tokens: bool = False, prompt_kind_weights: Mapping[str, float] | None = None):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
 
     `initial_checkpoint`: a Hugging Face T5 folder or a p5-jax checkpoint to start from (see the
@@ -80,11 +73,22 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     for the training and validation batches, so `batch_size` counts rows; False gives one
     example per row.
 
+    `prompt_kind_weights`: mixing rates scaled by prompt kind ("next_item", "candidates",
+    "yes_no", "other"; see p5_tasks.rates), e.g. {"next_item": 3.0}.
+
+    `item_tokens`: with the default SentencePiece model, one piece per item (`item_<id>` is one
+    token) instead of one piece per digit; the run records the model, so eval and infer follow.
+
     `on_bad_checkpoint`: when resuming, "fall_back" past a damaged step to the newest intact one
     (one warning line each) or "stop" with one error line.
     """
+    task_feature_lengths = gin_bindings.require_feature_lengths(task_feature_lengths)
     if sequential_sampling != "p5":
         registration.set_sequential_sampling(sequential_sampling)
+    try:
+        rates.set_kind_weights(prompt_kind_weights)
+    except ValueError as error:
+        raise gin_bindings.JobError(f"train.prompt_kind_weights: {error}") from error
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)
     partitioning.check_batch_size(batch_size=batch_size, mesh=mesh,
                                   accumulation_steps=accumulation_steps)
@@ -92,6 +96,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     start = _start_point(initial_checkpoint=initial_checkpoint, model_dir=model_dir,
                          sentencepiece_model_file=sentencepiece_model_file)
     model_file = start.sentencepiece_file if start else sentencepiece_model_file
+    vocabulary.use_item_tokens(item_tokens)
     if model_file:  # before the first tokenization
         vocabulary.use_sentencepiece_file(model_file)
     trainer_class = trainer.Trainer
@@ -103,17 +108,15 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
             learning_rate=schedule), mesh=mesh, batch_size=batch_size,
         input_length=task_feature_lengths["inputs"], target_length=task_feature_lengths["targets"],
         learning_rate_fn=schedule, accumulation_steps=accumulation_steps, dropout_seed=seed)
-    host_batch = input_pipeline.host_batch_size(global_batch_size=batch_size,
-                                                process_count=jax.process_count())
-    common = dict(name=mixture_or_task_name, lengths=task_feature_lengths, seed=seed, pack=pack)
-    batches = input_pipeline.BatchIterator(
-        dataset_fn=_dataset_fn(split="train", shuffle=True, num_epochs=None, **common),
-        batch_size=host_batch)
+    # Every process reads the whole global batch and keeps its rows (Trainer.put_batch).
+    stream = functools.partial(
+        input_pipeline.global_batches, mixture_or_task_name=mixture_or_task_name,
+        task_feature_lengths=task_feature_lengths, pack=pack, batch_size=batch_size, seed=seed)
+    batches = stream(split="train")
     eval_fn = None
     if eval_every:
-        eval_dataset = _dataset_fn(split="validation", shuffle=False, num_epochs=None, **common)
-        eval_fn = _cached_batches(lambda: itertools.islice(input_pipeline.BatchIterator(
-            dataset_fn=eval_dataset, batch_size=host_batch), eval_steps))
+        eval_fn = _cached_batches(lambda: itertools.islice(
+            stream(split="validation", shuffle=False), eval_steps))
     _write_operative_config(model_dir)
     _record_vocabulary(model_dir, mixture_or_task_name)
     log = summaries.TrainingLog(logdir=os.path.join(model_dir, "train"), total_steps=train_steps,
@@ -229,11 +232,8 @@ def _hf_start(folder: str, *, sentencepiece_model_file: str | None) -> _Start:
 
 def _p5_jax_start(*, subject: str, path: str, directory, step: int,
                   sentencepiece_model_file: str | None, resume: bool) -> _Start:
-    try:
-        config = hf_weights.config_from_param_shapes(
-            checkpoints.param_shapes(directory=directory, step=step))
-    except (ValueError, FileNotFoundError) as error:
-        raise gin_bindings.JobError(f"{subject} {path}: {error}") from None
+    config = gin_bindings.checkpoint_config(subject=subject, path=path, directory=directory,
+                                            step=step)
     model_file = _sentencepiece_for(
         subject=subject, path=path, own=checkpoints.recorded_sentencepiece_model(directory),
         explicit=sentencepiece_model_file, required=not resume)
@@ -268,16 +268,8 @@ def _sentencepiece_for(*, subject: str, path: str, own: pathlib.Path | None,
 
 def _model_of_checkpoint(start: _Start, vocab) -> models.EncoderDecoderModel:
     """The gin model with the checkpoint's embedding rows, once its architecture matches."""
-    config = gin_bindings.T5Config(vocab_size=start.config.vocab_size)
-    problem = gin_bindings.architecture_mismatch(
-        subject=start.subject, checkpoint=start.config, model=config, fields=start.fields)
-    if problem:
-        raise gin_bindings.JobError(problem)
-    if vocab.vocab_size > config.vocab_size:
-        raise gin_bindings.JobError(
-            f"The tasks' SentencePiece model has {vocab.vocab_size} pieces but {start.subject} "
-            f"{start.path} has only {config.vocab_size} embedding rows.")
-    return gin_bindings.EncoderDecoderModel(module=network.Transformer(config))
+    return gin_bindings.checkpoint_model(start.config, subject=start.subject, path=start.path,
+                                         vocabulary=vocab, fields=start.fields)
 
 
 class _InitialCheckpointTrainer(trainer.Trainer):
@@ -322,7 +314,7 @@ def main(argv):
     try:
         train()
     except checkpoints.DamagedCheckpointError as error:  # one `error:` line, no traceback
-        raise gin_bindings.JobError(error.message) from None
+        raise gin_bindings.JobError(error.message) from error
 
 
 def run():

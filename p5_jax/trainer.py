@@ -137,10 +137,9 @@ class Trainer:
                                                         sharding=sharding),
             abstract, self.state_shardings)
 
-    def put_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """Assembles this process's rows into global arrays split over the data axis."""
-        return {key: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
-                for key, v in host_batch.items()}
+    def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """The global batch (the same on every process) as arrays split over the data axis."""
+        return partitioning.global_batch_arrays(batch, self.batch_sharding)
 
     def _sharding_context(self):
         """Mesh and logical rules in scope, so activation constraints in the network apply."""
@@ -247,10 +246,10 @@ def initial_state(*, trainer: Trainer, seed: int, checkpointer=None, batches=Non
 
 
 def evaluate(*, trainer: Trainer, params, batches: Iterable[dict]) -> dict[str, float]:
-    """Token-weighted loss and accuracy over host batches."""
+    """Token-weighted loss and accuracy over global batches."""
     summed = None
-    for host_batch in batches:
-        metrics = trainer.eval_step(params, trainer.put_batch(host_batch))
+    for batch in batches:
+        metrics = trainer.eval_step(params, trainer.put_batch(batch))
         summed = metrics if summed is None else jax.tree.map(jnp.add, summed, metrics)
     if summed is None:
         raise ValueError("The evaluation stream yielded no batches.")
@@ -268,8 +267,9 @@ def fit(*, trainer: Trainer, batches, total_steps: int, seed: int = 0, checkpoin
         eval_batches_fn: Callable[[], Iterable[dict]] | None = None) -> TrainState:
     """Trains until `total_steps`, resuming from `checkpointer`'s latest step if there is one.
 
-    `batches` is a `BatchIterator` of host batches; `log` a `summaries.TrainingLog` (or None);
-    `eval_batches_fn()` returns a fresh iterable of validation host batches.
+    `batches` yields global batches (every process the same) and has `position` / `restore`
+    (`input_pipeline.GlobalBatches`); `log` a `summaries.TrainingLog` (or None);
+    `eval_batches_fn()` returns a fresh iterable of global validation batches.
     """
     if log_every <= 0:
         raise ValueError(f"log_every must be positive, got {log_every}.")
@@ -277,10 +277,10 @@ def fit(*, trainer: Trainer, batches, total_steps: int, seed: int = 0, checkpoin
     start = int(jax.device_get(state.step))
     throughput, history = summaries.Throughput(step=start), []
     for step in range(start + 1, total_steps + 1):
-        host_batch = next(batches)
-        state, metrics = trainer.train_step(state, trainer.put_batch(host_batch))
+        batch = next(batches)
+        state, metrics = trainer.train_step(state, trainer.put_batch(batch))
         history.append(metrics)
-        throughput.add_tokens(_num_positions(host_batch) * jax.process_count())
+        throughput.add_tokens(_num_positions(batch))
         if log is not None:
             log.advance()
         if step % log_every == 0 or step == total_steps:
@@ -300,6 +300,6 @@ def fit(*, trainer: Trainer, batches, total_steps: int, seed: int = 0, checkpoin
     return state
 
 
-def _num_positions(host_batch: dict) -> int:
+def _num_positions(batch: dict) -> int:
     """Encoder plus decoder token positions in a batch (the tokens/s numerator)."""
-    return int(host_batch["encoder_input_tokens"].size + host_batch["decoder_target_tokens"].size)
+    return int(batch["encoder_input_tokens"].size + batch["decoder_target_tokens"].size)

@@ -1,7 +1,9 @@
 """SentencePiece vocabulary for P5: trained on the prepared text, made on demand, cached.
 
 Ids: pad 0, eos 1, unk 2, no bos. Digits are split one per piece, so an id such as `item_1234`
-becomes several pieces (never one vocabulary entry per item). Training is deterministic: a fixed
+becomes several pieces, unless item tokens are on (`use_item_tokens(True)`): then every item of
+the corpus datasets is one piece, `▁item_<id>` (independent indexing, one embedding per item,
+as in Hua et al. 2023), and a next-item target is one token and EOS. Training is deterministic: a fixed
 corpus order, no sentence sampling or shuffling, one thread. The model is cached under
 `<prepared_root>/vocab/` with a name that hashes the corpus recipe (vocab size, the datasets'
 manifests, the extra texts), so a changed recipe makes a new file and never reuses a stale one.
@@ -23,7 +25,7 @@ import numpy as np
 import seqio
 import sentencepiece as spm
 
-from p5_jax import paths
+from p5_jax import id_text, paths
 
 DEFAULT_VOCAB_SIZE = 5000
 # Only these shipped datasets carry text (reviews, names, titles); beauty and toys hold ids only.
@@ -33,6 +35,7 @@ TRAINER_VERSION = 2  # bump when train_sentencepiece's settings change (part of 
 WORD_START = "\u2581"
 
 _override_path: str | None = None
+_item_tokens = False
 
 
 def use_sentencepiece_file(path: str | os.PathLike | None) -> None:
@@ -43,9 +46,18 @@ def use_sentencepiece_file(path: str | os.PathLike | None) -> None:
     _override_path = None if path is None else str(path)
 
 
+def use_item_tokens(enabled: bool) -> None:
+    """Whether the trained default model gives every corpus item its own piece."""
+    global _item_tokens
+    _item_tokens = bool(enabled)
+
+
 def train_sentencepiece(*, texts: Iterable[str], model_path: str | os.PathLike,
-                        vocab_size: int = DEFAULT_VOCAB_SIZE) -> pathlib.Path:
-    """Trains a unigram model on `texts` (in the given order) and writes it atomically."""
+                        vocab_size: int = DEFAULT_VOCAB_SIZE,
+                        symbols: Sequence[str] = ()) -> pathlib.Path:
+    """Trains a unigram model on `texts` (in the given order) and writes it atomically.
+
+    `symbols` become pieces of their own on top of `vocab_size` learned ones."""
     model_path = pathlib.Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     lines = [" ".join(text.split()) for text in texts]
@@ -55,7 +67,8 @@ def train_sentencepiece(*, texts: Iterable[str], model_path: str | os.PathLike,
     with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
         prefix = pathlib.Path(tmp) / "spm"
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_prefix=str(prefix), vocab_size=vocab_size,
+            sentence_iterator=iter(lines), model_prefix=str(prefix),
+            vocab_size=vocab_size + len(symbols), user_defined_symbols=list(symbols),
             model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, split_digits=True,
             character_coverage=1.0, num_threads=1, input_sentence_size=0,
             shuffle_input_sentence=False, hard_vocab_limit=False, minloglevel=2,
@@ -101,8 +114,20 @@ def _manifests(root: pathlib.Path, datasets: Sequence[str]) -> list[dict]:
     return result
 
 
-def _recipe_hash(*, vocab_size: int, manifests: list[dict], extra_texts: Sequence[str]) -> str:
+def item_symbols(root: pathlib.Path, datasets: Sequence[str]) -> list[str]:
+    """`▁item_<id>` for every item of the prepared `datasets`, sorted (ids shared across
+    datasets share a piece)."""
+    ids = set()
+    for name in datasets:
+        with open(root / name / "items.jsonl", encoding="utf-8") as file:
+            ids.update(json.loads(line)["item_id"] for line in file)
+    return [WORD_START + id_text.item_text(item) for item in sorted(ids)]
+
+
+def _recipe_hash(*, vocab_size: int, manifests: list[dict], extra_texts: Sequence[str],
+                 item_tokens: bool = False) -> str:
     recipe = {"trainer": TRAINER_VERSION, "vocab_size": vocab_size, "extra_texts": list(extra_texts),
+              **({"item_tokens": True} if item_tokens else {}),
               "datasets": [{k: m.get(k) for k in ("name", "source_files", "indexing", "seed",
                                                   "counts")} for m in manifests]}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -110,12 +135,17 @@ def _recipe_hash(*, vocab_size: int, manifests: list[dict], extra_texts: Sequenc
 
 def ensure_sentencepiece_model(*, root=None, vocab_size: int = DEFAULT_VOCAB_SIZE,
                                datasets: Sequence[str] = CORPUS_DATASETS,
-                               extra_texts: Sequence[str] = ()) -> pathlib.Path:
-    """The cached model for this recipe, training it (and preparing `datasets`) if missing."""
+                               extra_texts: Sequence[str] = (),
+                               item_tokens: bool | None = None) -> pathlib.Path:
+    """The cached model for this recipe, training it (and preparing `datasets`) if missing.
+    `item_tokens` (default: the `use_item_tokens` setting) adds one piece per item."""
     root = pathlib.Path(root) if root is not None else paths.prepared_root()
+    item_tokens = _item_tokens if item_tokens is None else item_tokens
     manifests = _manifests(root, datasets)
-    digest = _recipe_hash(vocab_size=vocab_size, manifests=manifests, extra_texts=extra_texts)
-    model_path = root / "vocab" / f"p5_spm_{vocab_size}_{digest}.model"
+    digest = _recipe_hash(vocab_size=vocab_size, manifests=manifests, extra_texts=extra_texts,
+                          item_tokens=item_tokens)
+    kind = "items_" if item_tokens else ""
+    model_path = root / "vocab" / f"p5_spm_{vocab_size}_{kind}{digest}.model"
     if model_path.is_file():
         return model_path
 
@@ -125,7 +155,9 @@ def ensure_sentencepiece_model(*, root=None, vocab_size: int = DEFAULT_VOCAB_SIZ
             folder = root / name
             yield from _dataset_texts(folder, json.loads((folder / "manifest.json").read_text()))
 
-    return train_sentencepiece(texts=corpus(), model_path=model_path, vocab_size=vocab_size)
+    symbols = item_symbols(root, datasets) if item_tokens else ()
+    return train_sentencepiece(texts=corpus(), model_path=model_path, vocab_size=vocab_size,
+                               symbols=symbols)
 
 
 class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
@@ -137,18 +169,18 @@ class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
     def __init__(self, resolve_path: Callable[[], str | os.PathLike]):
         super().__init__(sentencepiece_model_file=None)
         self._resolve_path = resolve_path
-        self._default_files: dict[str, str] = {}  # prepared root -> its trained model file
+        self._default_files: dict[tuple, str] = {}  # (root, item tokens) -> trained model file
 
     def _current_file(self) -> str:
         override = _override_path or os.environ.get("P5_SPM_MODEL")
         if override:
             return str(override)
-        root = str(paths.prepared_root())
-        if root not in self._default_files:
+        key = (str(paths.prepared_root()), _item_tokens)
+        if key not in self._default_files:
             import tensorflow as tf  # noqa: deferred; training reads prepared records eagerly
             with tf.init_scope():    # even when first asked from inside a tf.data map
-                self._default_files[root] = str(self._resolve_path())
-        return self._default_files[root]
+                self._default_files[key] = str(self._resolve_path())
+        return self._default_files[key]
 
     def _ensure_file(self) -> None:
         path = self._current_file()

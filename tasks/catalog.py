@@ -1,5 +1,6 @@
 """Per-dataset tables of a prepared dataset, read on first use: the item catalogue
-(`<prepared_root>/<name>/items.jsonl`), the users (`users.jsonl`) and the manifest."""
+(`<prepared_root>/<name>/items.jsonl`), the users (`users.jsonl`), the manifest and the users'
+full histories (the prepared sequences)."""
 from __future__ import annotations
 
 import functools
@@ -60,6 +61,26 @@ def users_under(root: str, dataset: str) -> dict[str, str]:
     return _read_users(str(root), dataset)
 
 
+@functools.lru_cache(maxsize=8)
+def _read_histories(root: str, dataset: str, split: str) -> dict[str, tuple[str, ...]]:
+    from p5_jax.data import tfds_builders  # TFDS only when histories are asked for
+
+    records = tfds_builders.load(root=root, dataset=dataset, kind="sequences", split=split)
+    return {r["user_id"].decode(): tuple(i.decode() for i in r["history"])
+            for r in records.as_numpy_iterator()}
+
+
+def full_histories_under(root, dataset: str, split: str) -> dict[str, tuple[str, ...]]:
+    """user id -> every item before the user's `split` item, oldest first (at test: the
+    training items and the validation item), of a dataset prepared under `root`."""
+    return _read_histories(str(root), dataset, split)
+
+
+def full_histories(dataset: str, split: str = "test") -> dict[str, tuple[str, ...]]:
+    """`full_histories_under` the prepared root."""
+    return full_histories_under(paths.prepared_root(), dataset, split)
+
+
 def manifest(dataset: str) -> dict:
     """The prepared dataset's manifest.json."""
     path = paths.prepared_root() / dataset / "manifest.json"
@@ -98,3 +119,4 @@ def prepared_manifests(root=None) -> dict[str, dict]:
 def clear_cache() -> None:
     _read.cache_clear()
     _read_users.cache_clear()
+    _read_histories.cache_clear()

@@ -7,6 +7,10 @@ numbers only size each family's total: every example then takes its template uni
 the family's whole seen list (P5's src/pretrain_data.py). So a task's rate, its expected
 examples per epoch, is its family's total divided by the family's seen prompts on the dataset
 (Beauty, 12 seen sequential prompts: 20/12 per user each).
+
+`set_kind_weights` scales those rates by what a prompt asks for (`prompt_kind`): e.g.
+{"yes_no": 0.25} draws a quarter as many yes/no examples. P5's own rates give free next-item
+prompts only a seventh of the item families' examples; recipes that rank items weight them up.
 """
 from __future__ import annotations
 
@@ -15,6 +19,31 @@ import json
 
 from p5_jax import families, paths
 from p5_tasks.prompts import Prompt
+
+
+KINDS = ("next_item", "candidates", "yes_no", "other")
+_kind_weights: dict[str, float] = {}
+
+
+def prompt_kind(prompt: Prompt) -> str:
+    """"next_item" (an item from the whole catalogue), "candidates" (an item among those
+    shown), "yes_no", or "other" (ratings, text)."""
+    if prompt.output == "item":
+        return "candidates" if "candidates" in prompt.slots else "next_item"
+    return "yes_no" if prompt.output == "yes_no" else "other"
+
+
+def set_kind_weights(weights: dict[str, float] | None) -> None:
+    """Multiplies every later-mixed rate by its prompt kind's weight (missing kinds: 1)."""
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown prompt kinds {unknown}; choose among {list(KINDS)}")
+    bad = {kind: w for kind, w in weights.items() if not float(w) >= 0}
+    if bad:
+        raise ValueError(f"prompt kind weights must be >= 0, got {bad}")
+    _kind_weights.clear()
+    _kind_weights.update({kind: float(w) for kind, w in weights.items()})
 
 
 @functools.lru_cache(maxsize=32)
@@ -31,14 +60,17 @@ def family_examples_per_epoch(*, dataset: str, family: str) -> int:
     return spec.per_epoch * _counts(str(paths.prepared_root()), dataset)[spec.counted_in]
 
 
-def examples_per_epoch(task=None, *, dataset: str, family: str, seen_in_family: int) -> float:
-    """seqio rate function (called with the Task): this prompt's share of its family."""
+def examples_per_epoch(task=None, *, dataset: str, family: str, seen_in_family: int,
+                       kind: str = "other") -> float:
+    """seqio rate function (called with the Task): this prompt's share of its family, times
+    its kind's weight."""
     del task
-    return family_examples_per_epoch(dataset=dataset, family=family) / seen_in_family
+    share = family_examples_per_epoch(dataset=dataset, family=family) / seen_in_family
+    return share * _kind_weights.get(kind, 1.0)
 
 
 def rate_fn(*, dataset: str, prompt: Prompt, seen_prompts):
     """The rate of seen `prompt` among the dataset's `seen_prompts`."""
     size = sum(1 for p in seen_prompts if p.family == prompt.family)
     return functools.partial(examples_per_epoch, dataset=dataset, family=prompt.family,
-                             seen_in_family=size)
+                             seen_in_family=size, kind=prompt_kind(prompt))

@@ -22,7 +22,9 @@ from p5_tasks.prompts import LIST_SLOTS, Prompt
 
 OUTPUT_KEYS = ("inputs", "targets", "inputs_pretokenized", "targets_pretokenized",
                "inputs_whole_word_ids")
-EXAMPLE_KEYS = ("user_id", "item_id", "target", "history", "candidates")
+EXAMPLE_KEYS = ("user_id", "item_id", "target", "history", "candidates", "history_dropped",
+                "candidates_dropped")
+DROPPED = "{}_dropped"   # how many ids of a list slot the input length fit dropped
 
 
 def _join_ids(ids, joiner) -> tf.Tensor:
@@ -103,8 +105,8 @@ def fit_lists_to_length(dataset, sequence_length, output_features, *, prompt: Pr
     Trailing candidates go first (never the first, the true item: candidates are shuffled
     later), then the oldest history items, so a short budget shrinks the candidate list before
     it cuts the history. {history: 20 ids, candidates: 100 ids} at a short budget ->
-    {history: 20 ids, candidates: the first 60}. Evaluation reports how many candidates each
-    example shows (`candidates` is kept as a feature)."""
+    {history: 20 ids, candidates: the first 60, history_dropped: 0, candidates_dropped: 40}.
+    Evaluation and inference refuse (or report) examples that lost ids from these counts."""
     if not sequence_length or not sequence_length.get("inputs"):
         return dataset
     if not any(slot in prompt.slots for slot in LIST_SLOTS):
@@ -131,10 +133,12 @@ def fit_lists_to_length(dataset, sequence_length, output_features, *, prompt: Pr
             costs = id_costs(ex["candidates"])
             keep_c = tf.maximum(_kept_count(fixed + history_total, costs, joiner_cost[","],
                                              budget), 1)
+            ex[DROPPED.format("candidates")] = tf.size(ex["candidates"]) - keep_c
             ex["candidates"] = ex["candidates"][:keep_c]
             fixed += _list_cost(costs[:keep_c], joiner_cost[","])
         if "history" in prompt.slots:
             keep_h = _kept_count(fixed, newest_first, j, budget)
+            ex[DROPPED.format("history")] = tf.size(ex["history"]) - keep_h
             ex["history"] = ex["history"][tf.size(ex["history"]) - keep_h:]
         return ex
 
@@ -165,7 +169,8 @@ def select_output_features(dataset, *, prompt: Prompt):
     """Keeps the task's outputs (inputs, targets, their texts, whole-word ids) and the ids the
     example shows (`EXAMPLE_KEYS`: a list only when the prompt shows it; mixtures and the
     feature converter drop these)."""
-    hidden = {slot for slot in LIST_SLOTS if slot not in prompt.slots}
+    hidden = {name for slot in LIST_SLOTS if slot not in prompt.slots
+              for name in (slot, DROPPED.format(slot))}
     keys = [k for k in OUTPUT_KEYS + EXAMPLE_KEYS if k not in hidden]
     return dataset.map(lambda ex: {k: ex[k] for k in keys if k in ex},
                        num_parallel_calls=tf.data.AUTOTUNE)

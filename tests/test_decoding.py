@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from p5_jax import decoding
-from p5_jax.prefix_trie import PrefixTrie
+from p5_jax.prefix_trie import ExcludingTrie, PrefixTrie
 
 EOS = 1
 MEMORY = 5
@@ -259,6 +259,43 @@ def test_constrained_search_with_enough_beams_ranks_all_items_exactly():
         expected = sorted(items, key=lambda seq: -sequence_log_prob(tables, row, list(seq))
                           / penalty(0.6, len(seq)))
         assert [tuple(as_list(t)) for t in tokens[row]] == expected
+
+
+def test_excluded_items_leave_the_exact_ranking_and_nothing_else_moves():
+    # (2, 3) is a prefix of (2, 3, 3): barring (2, 3) must keep (2, 3, 3) reachable.
+    items = [(2, 3, EOS), (2, 3, 3, EOS), (2, 4, EOS), (5, EOS), (4, EOS), (3, EOS)]
+    tables = make_tables(7, batch=3, vocab=CONSTRAINED_VOCAB, length=CONSTRAINED_LEN)
+    trie = PrefixTrie.from_sequences(items, vocab_size=CONSTRAINED_VOCAB, eos_id=EOS)
+    barred = [[(5, EOS), (2, 3, EOS)], [], [(4, EOS), (3, EOS), (2, 4, EOS)]]
+    excluding = ExcludingTrie.build(trie, barred, eos_id=EOS)
+    beams = len(items) - 2
+    tokens, scores = run_search(decoding.beam_search, tables, num_decodes=beams, alpha=0.6,
+                                max_decode_len=CONSTRAINED_LEN, constraint=excluding)
+    for row in range(3):
+        allowed = [seq for seq in items if seq not in barred[row]]
+        expected = sorted(allowed, key=lambda seq: -sequence_log_prob(tables, row, list(seq))
+                          / penalty(0.6, len(seq)))[:beams]
+        found = [tuple(as_list(t)) for t, s in zip(tokens[row], scores[row]) if np.isfinite(s)]
+        assert found == expected
+
+
+def test_excluding_trie_masks_by_hand():
+    items = [(5, EOS), (6, 7, EOS), (6, 7, 8, EOS), (6, 9, EOS)]
+    trie = PrefixTrie.from_sequences(items, vocab_size=10, eos_id=EOS)
+    excluding = ExcludingTrie.build(trie, [[(5, EOS)], [(6, 7, EOS)], []], eos_id=EOS)
+
+    def allowed(row, prefix):
+        state = excluding.initial_state((3,))[row]
+        for token in prefix:
+            state = excluding.next_state(state, jnp.int32(token))
+        return np.flatnonzero(excluding.allowed_next_tokens(state)).tolist()
+
+    assert allowed(0, []) == [6]             # a single-token barred id is masked at its token
+    assert allowed(1, []) == [5, 6] and allowed(1, [6]) == [7, 9]
+    assert allowed(1, [6, 7]) == [8]         # barred (6, 7) may not end; (6, 7, 8) may
+    assert allowed(2, [6, 7]) == [EOS, 8] and allowed(0, [6, 7, 8]) == [EOS]
+    with pytest.raises(ValueError, match="3 examples"):
+        excluding.initial_state((4,))
 
 
 # ---- the real network: cached decoding equals full forward passes -----------------------------

@@ -9,7 +9,7 @@ import pytest
 import eval_data
 import p5_tasks  # noqa: F401  (registers the tasks)
 from p5_jax import eval_baselines, eval_results, evaluation, inference, partitioning, scoring
-from p5_jax.prefix_trie import PrefixTrie
+from p5_jax.prefix_trie import ExcludingTrie, PrefixTrie
 from p5_tasks import catalog
 
 MI = "p5_musical_instruments"
@@ -82,8 +82,8 @@ def test_candidate_check_flags_short_lists_and_withholds_below_the_floor():
     rows = [{"candidates": ["1"] * n} for n in (100, 100, 95)]
     figures, notes, withhold = evaluation.candidate_check(rows, offered=100, min_share=0.9)
     assert figures == {"candidates_offered": 100.0, "candidates_shown_min": 95.0,
-                       "candidates_shown_mean": pytest.approx(295 / 3)}
-    assert "1 of 3 examples show fewer than the 100" in notes[0] and not withhold
+                       "candidates_shown_mean": pytest.approx(295 / 3), "candidates_cut": 0.0}
+    assert notes == [] and not withhold
     _, notes, withhold = evaluation.candidate_check(rows + [{"candidates": ["1"] * 40}],
                                                     offered=100, min_share=0.9)
     assert withhold and "withheld" in notes[-1]
@@ -200,14 +200,16 @@ class ScriptedPredictor:
         return -np.arange(candidates.shape[1], dtype=np.float32)[None] * lengths
 
 
-def _evaluate(name, vocab, predictor, max_users=None, protocol="exact", input_length=None):
+def _evaluate(name, vocab, predictor, max_users=None, protocol="exact", input_length=None,
+              on_truncation="error"):
     plan = evaluation.plan_task(name, protocol=protocol)
     items = None
     if plan.decoding != evaluation.GREEDY:
         items = evaluation.build_item_index(item_ids=[str(i) for i in range(20)],
                                             vocabulary=vocab, vocab_size=256)
     config = evaluation.EvalConfig(batch_size=4, progress=False, bootstrap_resamples=50,
-                                   feature_lengths={"inputs": 128, "targets": 16})
+                                   feature_lengths={"inputs": 128, "targets": 16},
+                                   on_truncation=on_truncation)
     users = evaluation.sampled_users(list(catalog.users(plan.dataset)), max_users=max_users,
                                      seed=0)
     return evaluation.evaluate_task(predictor=predictor, plan=plan, vocabulary=vocab,
@@ -237,6 +239,37 @@ def test_a_user_cap_keeps_only_sampled_users(vocab):
     assert len({row["user_id"] for row in out.rows}) == len(out.rows) == 3
 
 
+@pytest.mark.parametrize("prompt", ["direct_5_1", "sequential_2_7"])
+def test_sampled_users_are_read_before_preprocessing_with_the_same_examples(env, prompt):
+    task = evaluation.seqio.get_mixture_or_task(f"{MI}_{prompt}")
+    config = evaluation.EvalConfig(feature_lengths={"inputs": 1024, "targets": 16})
+    users = evaluation.sampled_users(list(catalog.users("musical_instruments")), max_users=3,
+                                     seed=1)
+    full = [e for e in evaluation.task_examples(task, config=config, input_length=1024)
+            if e["user_id"].decode() in users]
+    sampled = list(evaluation.task_examples(task, config=config, input_length=1024,
+                                            users=users))
+    assert len(sampled) == len(full) >= 3
+    for a, b in zip(full, sampled):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_candidate_chunks_bound_the_rows_scored_at_once():
+    assert evaluation.candidate_chunk(rows=32, width=112) == 4   # 128 rows at a time
+    assert evaluation.candidate_chunk(rows=4, width=16) == 0     # all at once
+    assert evaluation.candidate_chunk(rows=32, width=112, chunk_size=16) == 16
+    assert evaluation.candidate_chunk(rows=512, width=16) == 1
+
+
+def test_long_inputs_are_decoded_in_fewer_rows_per_call():
+    assert evaluation.rows_per_call(batch_size=32, length=256) == 32
+    assert evaluation.rows_per_call(batch_size=32, length=512) == 16
+    assert evaluation.rows_per_call(batch_size=32, length=768) == 8
+    assert evaluation.rows_per_call(batch_size=32, length=1024, data_size=8) == 8
+    assert evaluation.rows_per_call(batch_size=5, length=64) == 5
+    assert evaluation.rows_per_call(batch_size=5, length=64, data_size=8) == 8
+
+
 def test_beam_task_ranks_finite_beams_with_the_item_trie(vocab):
     predictor = ScriptedPredictor(vocab)
     out = _evaluate(f"{MI}_sequential_2_3", vocab, predictor)
@@ -264,7 +297,8 @@ def test_candidate_task_ranks_every_shown_candidate(vocab):
 
 
 def test_short_inputs_shrink_candidates_never_the_history_and_are_flagged(vocab):
-    out = _evaluate(f"{MI}_sequential_2_7", vocab, ScriptedPredictor(vocab), input_length=60)
+    out = _evaluate(f"{MI}_sequential_2_7", vocab, ScriptedPredictor(vocab), input_length=60,
+                    on_truncation="warn")
     assert all(len(row["history"]) >= 1 for row in out.rows)
     assert all(row["targets"][len("item_"):] in row["candidates"] for row in out.rows)
     assert out.result.metrics["candidates_shown_min"] < eval_data.NUM_NEGATIVES + 1
@@ -369,3 +403,25 @@ def test_write_results_records_protocol_users_and_data_flags(tmp_path):
     assert "**warning: leaks**" in text
     lines = (tmp_path / "x" / "predictions" / "p5_x_rating_1_1.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["prediction"] == 4.0
+
+
+def test_constrained_beams_bar_each_users_own_items(vocab):
+    plan = evaluation.plan_task(f"{MI}_sequential_2_3")
+    users = sorted(catalog.users(plan.dataset))[:3]
+    excluded = {users[0]: ["3", "5"], users[2]: ["7", "not an item"]}
+    items = evaluation.build_item_index(item_ids=[str(i) for i in range(20)], vocabulary=vocab,
+                                        vocab_size=256, excluded=excluded)
+    assert items.constraint_for([users[1]], rows=4) is items.trie   # nothing to bar
+    predictor = ScriptedPredictor(vocab)
+    config = evaluation.EvalConfig(batch_size=4, progress=False, bootstrap_resamples=50,
+                                   feature_lengths={"inputs": 128, "targets": 16})
+    out = evaluation.evaluate_task(predictor=predictor, plan=plan, vocabulary=vocab, items=items,
+                                   config=config, users=frozenset(users), input_length=1024)
+    [trie] = predictor.tries
+    assert isinstance(trie, ExcludingTrie) and trie.barred_BxS.shape[0] == 8  # padded rows
+    order = [row["user_id"] for row in out.rows]
+    for row, user in enumerate(order):
+        barred = {items.trie.node_after(items.tokens[i][:-1])
+                  for i in excluded.get(user, ()) if i in items.tokens}
+        assert set(np.flatnonzero(np.asarray(trie.barred_BxS[row]))) == barred
+    assert not np.asarray(trie.barred_BxS[len(order):]).any()

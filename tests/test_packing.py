@@ -222,8 +222,7 @@ def test_sharded_train_step_same_loss_and_gradient_norm(batches):
 def test_train_gin_packs_and_the_entry_point_builds_packed_batches():
     import gin
 
-    from p5_jax import gin_bindings
-    from p5_jax import train as train_entry
+    from p5_jax import gin_bindings, input_pipeline
     from test_train_entry import TOY_TASK, _register_toy_task
 
     gin.clear_config()
@@ -237,10 +236,10 @@ def test_train_gin_packs_and_the_entry_point_builds_packed_batches():
     _register_toy_task()
     rows = {}
     for pack in (False, True):
-        dataset = train_entry._dataset_fn(name=TOY_TASK, lengths={"inputs": 24, "targets": 12},
-                                          split="train", shuffle=False, seed=0, num_epochs=1,
-                                          pack=pack)()
-        rows[pack] = list(dataset.as_numpy_iterator())
+        batch = next(input_pipeline.global_batches(
+            mixture_or_task_name=TOY_TASK, task_feature_lengths={"inputs": 24, "targets": 12},
+            split="train", pack=pack, batch_size=8 if pack else 24, seed=0, shuffle=False))
+        rows[pack] = [dict(zip(batch, values)) for values in zip(*batch.values())]
     assert len(rows[False]) == 24 and "encoder_segment_ids" not in rows[False][0]
     assert len(rows[True]) == 8  # three 8-token examples per 24-token row
     for row in rows[True]:

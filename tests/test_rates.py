@@ -59,3 +59,27 @@ def test_rates_read_the_manifest_when_called(manifest):
     rate = rates.rate_fn(dataset="toyset", prompt=prompts.get_prompt("2-1"), seen_prompts=seen)
     (manifest / "toyset" / "manifest.json").write_text(json.dumps({"counts": {"users": 12}}))
     assert rate(None) == pytest.approx(20)
+
+
+def test_prompt_kinds_by_hand():
+    kinds = {p: rates.prompt_kind(prompts.get_prompt(p)) for p in ("2-1", "2-7", "2-11", "5-1",
+                                                                   "5-5", "1-1", "3-1")}
+    assert kinds == {"2-1": "next_item", "2-7": "candidates", "2-11": "yes_no", "5-1": "yes_no",
+                     "5-5": "candidates", "1-1": "other", "3-1": "other"}
+
+
+def test_kind_weights_scale_rates_when_mixing():
+    seen = [p for p in prompts.prompts_for(fields=frozenset({"sequences"})) if p.seen]
+    next_item = rates.rate_fn(dataset="toyset", prompt=prompts.get_prompt("2-1"), seen_prompts=seen)
+    yes_no = rates.rate_fn(dataset="toyset", prompt=prompts.get_prompt("5-1"), seen_prompts=seen)
+    rates.set_kind_weights({"next_item": 4, "yes_no": 0.5})
+    try:
+        assert next_item(None) == pytest.approx(4 * 2000 / 12)
+        assert yes_no(None) == pytest.approx(0.5 * 1500 / 5)
+    finally:
+        rates.set_kind_weights(None)
+    assert next_item(None) == pytest.approx(2000 / 12)
+    with pytest.raises(ValueError, match="unknown prompt kinds \\['next'\\]"):
+        rates.set_kind_weights({"next": 2})
+    with pytest.raises(ValueError, match=">= 0"):
+        rates.set_kind_weights({"yes_no": -1})

@@ -97,3 +97,44 @@ def test_lazy_vocabulary_follows_the_prepared_root(tmp_path, monkeypatch):
     assert vocab.sentencepiece_model_file == str(tmp_path / "a" / "vocab" / "model.model")
     monkeypatch.setenv("P5_DATA_DIR", str(tmp_path / "b"))
     assert vocab.sentencepiece_model_file == str(tmp_path / "b" / "vocab" / "model.model")
+
+
+def _items_folder(root, name, item_ids):
+    folder = root / name
+    folder.mkdir(parents=True)
+    lines = [f'{{"item_id": "{item}", "title": ""}}' for item in item_ids]
+    (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_item_symbols_cover_every_dataset_once(tmp_path):
+    _items_folder(tmp_path, "a", ["2-6-0", "10"])
+    _items_folder(tmp_path, "b", ["10", "3"])
+    assert vocabulary.item_symbols(tmp_path, ["a", "b"]) == [
+        "\u2581item_10", "\u2581item_2-6-0", "\u2581item_3"]
+
+
+def test_item_tokens_make_each_item_one_piece(tmp_path):
+    symbols = ["\u2581item_1", "\u2581item_12", "\u2581item_2-6-0"]
+    path = vocabulary.train_sentencepiece(texts=TEXTS, model_path=tmp_path / "i.model",
+                                          vocab_size=300, symbols=symbols)
+    vocab = _vocab(path)
+    assert [vocab.tokenizer.id_to_piece(3 + k) for k in range(3)] == symbols  # after specials
+    pieces = lambda text: [vocab.tokenizer.id_to_piece(i) for i in vocab.encode(text)]  # noqa
+    assert pieces("item_12") == ["\u2581item_12"]            # the longest symbol wins
+    assert pieces("item_2-6-0 , item_1")[0] == "\u2581item_2-6-0"
+    assert pieces("item_2-6-0 , item_1")[-1] == "\u2581item_1"
+    assert pieces("item_99")[-2:] == ["9", "9"]              # an unknown item is still digits
+    text = "user_7 bought item_12 -> item_2-6-0"
+    assert vocab.decode(vocab.encode(text)) == text
+
+
+def test_item_tokens_are_part_of_the_recipe(tmp_path):
+    kwargs = dict(root=tmp_path, vocab_size=120, datasets=(), extra_texts=tuple(TEXTS))
+    plain = vocabulary.ensure_sentencepiece_model(**kwargs)
+    vocabulary.use_item_tokens(True)
+    try:
+        items = vocabulary.ensure_sentencepiece_model(**kwargs)
+    finally:
+        vocabulary.use_item_tokens(False)
+    assert items != plain and "items_" in items.name and "items_" not in plain.name
+    assert vocabulary.ensure_sentencepiece_model(**kwargs) == plain

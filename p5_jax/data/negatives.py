@@ -8,13 +8,19 @@ from p5_jax.data.hashing import stable_hash
 NUM_NEGATIVES = 99
 
 
-def sample_user_negatives(*, user: str, interacted, items: list, seed: int, count: int) -> list:
-    """`count` distinct items from `items` outside `interacted`, fixed by (seed, user) alone."""
+def check_negatives(*, user: str, interacted, items: list, count: int) -> set:
+    """`interacted` as a set, once it leaves `count` negatives to draw from `items`."""
     interacted = set(interacted)
     available = len(items) - len(interacted)  # interacted items are part of the universe
     if available < count:
         raise DataError(f"user {user!r} has only {available} never-interacted items, "
                         f"{count} negatives are needed", field="negatives")
+    return interacted
+
+
+def sample_user_negatives(*, user: str, interacted, items: list, seed: int, count: int) -> list:
+    """`count` distinct items from `items` outside `interacted`, fixed by (seed, user) alone."""
+    interacted = check_negatives(user=user, interacted=interacted, items=items, count=count)
     rng = np.random.default_rng([seed, stable_hash(text=user, seed=seed)])
     chosen = {}
     while len(chosen) < count:

@@ -17,7 +17,8 @@ same item is rare and a kept one would put the held-out item into the training h
 Bad input (malformed or non-UTF-8 lines, wrong types, non-finite or out-of-range numbers,
 unwritable text, conflicting datamaps ids, folders where files belong, nothing to write) stops
 before anything is written with one line, `error: FILE, line N, field 'F': why` (or `error: FILE:
-why` for a whole-file fault), and exit status 2; --skip_bad_lines skips and counts bad lines.
+why` for a whole-file fault), and exit status 2; --skip_bad_lines skips and counts bad lines;
+--debug shows the error's traceback instead.
 """
 import argparse
 import pathlib
@@ -26,9 +27,9 @@ import sys
 
 from tqdm.auto import tqdm
 
-from p5_jax import paths
+from p5_jax import cli_errors, paths
 from p5_jax.tf_setup import quiet_tensorflow
-from p5_jax.data import output, shipped, tfds_builders
+from p5_jax.data import beam_build, output, shard_writer, shipped, tfds_builders
 from p5_jax.data.assemble import assemble
 from p5_jax.data.errors import BadLinePolicy, DataError
 from p5_jax.data.indexing import SCHEMES
@@ -70,22 +71,29 @@ def _manifest(*, name, source, indexing, seed, stats, skipped) -> dict:
     }
 
 
-def _write(folder, *, name, data, manifest, progress) -> None:
+def _write(folder, *, name, data, progress, workers, beam_options) -> dict:
+    """Writes the tables and the records as they are built; returns the dataset's final stats."""
     output.write_jsonl(folder / "users.jsonl", data.users)
     output.write_jsonl(folder / "items.jsonl", data.items)
-    kinds = {"sequences": data.sequences, "reviews": data.reviews}
-    kinds = {kind: rows for kind, rows in kinds.items() if rows is not None}
-    for kind, rows in tqdm(kinds.items(), desc="writing TFDS records", unit="kind", disable=not progress,
-                           leave=False):
-        tfds_builders.build(data_dir=folder / "tfds", dataset=name, kind=kind, records_by_split=rows)
-    output.write_json(folder / MANIFEST, manifest)  # last: its presence marks a complete dataset
+    plans = data.plans()
+    total = sum(sum(plan.split_sizes.values()) for plan in plans.values())
+    with tqdm(total=total, desc="writing records", unit="record", disable=not progress, leave=False) as bar:
+        written = {kind: tfds_builders.build(data_dir=folder / "tfds", dataset=name, plan=plan, workers=workers,
+                                             progress=bar, beam_options=beam_options)
+                   for kind, plan in plans.items()}
+    return data.final_stats(written)
 
 
 def prepare_dataset(*, name: str, out_root=None, indexing: str = "random", seed: int = 0, source=None,
                     fmt: str | None = None, skip_bad_lines: bool = False, progress: bool = True,
                     num_negatives: int = NUM_NEGATIVES, review_split: str = "aligned",
-                    dedupe: bool | None = None, meta=None) -> dict:
+                    dedupe: bool | None = None, meta=None, workers: int | None = None,
+                    beam_options: str | None = None) -> dict:
     """Prepares `name` into `<out_root>/<name>/` and returns its manifest.
+
+    `workers`: processes that build records (default: every CPU this process may use).
+    `beam_options`: build the records with Apache Beam instead, under these pipeline flags ("" runs
+    the DirectRunner here; see docs/DATA.md for a cluster).
 
     `meta`: an Amazon item metadata file whose titles, brands and prices are attached to the
     source's items by ASIN (see p5_jax.data.readers_meta).
@@ -96,6 +104,7 @@ def prepare_dataset(*, name: str, out_root=None, indexing: str = "random", seed:
     _check_arguments(name=name, indexing=indexing, review_split=review_split, dedupe=dedupe)
     out_root = pathlib.Path(out_root) if out_root is not None else paths.prepared_root()
     source_path, fmt = shipped.resolve_source(name=name, source=source, fmt=fmt)
+    beam_options = None if beam_options is None else beam_build.pipeline_options(beam_options)
     policy = BadLinePolicy(skip=skip_bad_lines)
     dataset = shipped.READERS[fmt](path=source_path, policy=policy)
     if meta is not None:  # titles, brands, prices by ASIN (amazon and p5_sequential sources)
@@ -105,12 +114,14 @@ def prepare_dataset(*, name: str, out_root=None, indexing: str = "random", seed:
                         progress=progress, review_split=review_split, dedupe=dedupe)
     except DataError as err:  # about the dataset as a whole: name its main file
         raise err.naming(dataset.source_files[0]) from None
-    manifest = _manifest(name=name, source=dataset, indexing=indexing, seed=seed, stats=data.stats,
-                         skipped=policy.count)
-    manifest["bad_line_examples"] = policy.examples
-    manifest["item_metadata"] = metadata_coverage(dataset)
     with output.atomic_directory(out_root / name) as folder:
-        _write(folder, name=name, data=data, manifest=manifest, progress=progress)
+        stats = _write(folder, name=name, data=data, progress=progress, workers=workers or shard_writer.cpus(),
+                       beam_options=beam_options)
+        manifest = _manifest(name=name, source=dataset, indexing=indexing, seed=seed, stats=stats,
+                             skipped=policy.count)
+        manifest["bad_line_examples"] = policy.examples
+        manifest["item_metadata"] = metadata_coverage(dataset)
+        output.write_json(folder / MANIFEST, manifest)  # last: its presence marks a complete dataset
     return manifest
 
 
@@ -142,7 +153,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--meta", default=None, metavar="PATH",
                         help="Amazon item metadata (meta_<Category>.json[.gz]) for a source whose "
                              "item ids are ASINs: titles, brands, prices")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes that build records (default: every CPU this process may use)")
+    parser.add_argument("--beam", action="store_true",
+                        help="build the records as an Apache Beam pipeline (pip install -e '.[beam]')")
+    parser.add_argument("--beam_options", default="", metavar="FLAGS",
+                        help="Beam pipeline flags with --beam, e.g. \"--runner=DataflowRunner --project=P "
+                             "--region=R --temp_location=gs://B/tmp\" (default: the DirectRunner here)")
     parser.add_argument("--num_negatives", type=int, default=NUM_NEGATIVES, help=argparse.SUPPRESS)
+    cli_errors.add_debug_argument(parser)
     return parser
 
 
@@ -154,10 +173,10 @@ def main(argv=None) -> int:
                                    seed=args.seed, source=args.source, fmt=args.fmt,
                                    skip_bad_lines=args.skip_bad_lines, num_negatives=args.num_negatives,
                                    review_split=args.review_split, dedupe=args.dedupe,
-                                   meta=args.meta)
+                                   meta=args.meta, workers=args.workers,
+                                   beam_options=args.beam_options if args.beam else None)
     except (DataError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}\nnothing was written.", file=sys.stderr)
-        return 2
+        return cli_errors.handle(err, debug=args.debug, note="nothing was written.")
     for example in manifest["bad_line_examples"]:
         print(f"skipped: {example}", file=sys.stderr)
     print(format_summary(manifest))

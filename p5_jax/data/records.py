@@ -1,6 +1,7 @@
 """In-memory form of a source dataset, shared by every reader, and the prepared record fields."""
 import dataclasses
 import pathlib
+from typing import NamedTuple
 
 FIELD_NAMES = ("rating", "review_text", "summary", "item_title", "item_brand", "item_price",
                "timestamps", "user_demographics")
@@ -12,9 +13,10 @@ SEQUENCE_LIST_FIELDS = ("history", "negatives", "interacted")
 SPLITS = ("train", "validation", "test")
 
 
-@dataclasses.dataclass(frozen=True)
-class Interaction:
-    """One user-item event. `order` is its position in the source, the tie-breaker for equal times."""
+class Interaction(NamedTuple):
+    """One user-item event. `order` is its position in the source, the tie-breaker for equal times.
+    (A NamedTuple: a source holds one per interaction, built twice as fast and half the size of a
+    frozen dataclass.)"""
     user: str
     item: str
     timestamp: int

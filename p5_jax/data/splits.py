@@ -1,5 +1,6 @@
 """Time-ordered user sequences, leave-one-out splits, and the review splits (aligned or P5's 8:1:1)."""
 import dataclasses
+import operator
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def default_dedupe(fmt: str) -> bool:
 
 def user_sequences(interactions, *, dedupe: bool = True) -> UserSequences:
     """`dedupe` keeps only the first interaction with each item, so a held-out item is never in training."""
-    ordered = sorted(interactions, key=lambda i: (i.timestamp, i.order))
+    ordered = sorted(interactions, key=operator.attrgetter("timestamp", "order"))
     items_by_user = {user: [] for user in dict.fromkeys(i.user for i in interactions)}  # first-appearance order
     for interaction in ordered:
         items_by_user[interaction.user].append(interaction.item)

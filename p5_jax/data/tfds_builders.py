@@ -3,6 +3,10 @@
 Each prepared dataset holds `tfds/p5_reviews/<name>/1.0.0/` and `tfds/p5_sequences/<name>/1.0.0/`;
 the dataset name is the builder config. Reading goes through `tfds.builder_from_directory`, so a
 dataset added with --source needs no registered config. Examples keep their generation order.
+
+Writing takes a record_shards.RecordPlan. Locally (`shard_writer.py`) worker processes build and
+serialise shards of records, written in order as they come back. With `beam_options`, the same
+builders run as an Apache Beam pipeline (`beam_build.py`): any runner, identical records.
 """
 import contextlib
 import io
@@ -20,7 +24,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from absl import logging
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from p5_jax.data import records
+from p5_jax.data import beam_build, records, shard_writer
 
 KINDS = ("reviews", "sequences")
 VERSION = "1.0.0"
@@ -41,15 +45,16 @@ def sequence_features() -> tfds.features.FeaturesDict:
 
 
 class _PreparedRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Writes in-memory records (split -> list of dicts) passed to the constructor."""
+    """Writes the records of a RecordPlan passed to the constructor, locally or with Beam."""
     VERSION = tfds.core.Version(VERSION)
     DESCRIPTION = ""
     # No checksums or code files to locate; also skips tfds' lookup of the package path, which
     # needs the optional `importlib_resources` module for editable installs.
     code_path = None
 
-    def __init__(self, *, records_by_split=None, **kwargs):
-        self._records_by_split = records_by_split
+    def __init__(self, *, plan=None, workers: int = 1, progress=None, **kwargs):
+        self._plan, self._workers, self._progress = plan, workers, progress
+        self.tallies = None  # record_shards.tally of what was written
         super().__init__(**kwargs)
 
     def _features(self) -> tfds.features.FeaturesDict:
@@ -59,15 +64,27 @@ class _PreparedRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return self.dataset_info_from_configs(description=self.DESCRIPTION, features=self._features(),
                                               disable_shuffling=True)
 
-    def _split_generators(self, dl_manager):
-        if self._records_by_split is None:
+    def _generate_splits(self, dl_manager, download_config):
+        if self._plan is None:
             raise ValueError("this builder only writes records handed to it; read with tfds_builders.load")
-        # TFDS cannot write an empty split; `load` serves a missing split as an empty dataset.
-        return {split: self._generate_examples(rows) for split, rows in self._records_by_split.items() if rows}
+        if download_config.beam_options is not None:  # TFDS runs the pipeline of `_split_generators`
+            return super()._generate_splits(dl_manager, download_config)
+        split_infos, self.tallies = shard_writer.write(
+            self._plan, features=self.info.features, template=self._get_filename_template,
+            workers=self._workers, progress=self._progress)
+        return split_infos
 
-    def _generate_examples(self, rows):
-        for key, row in enumerate(rows):
-            yield key, row
+    def _split_generators(self, dl_manager, pipeline):
+        # TFDS cannot write an empty split; `load` serves a missing split as an empty dataset.
+        return beam_build.split_collections(pipeline, self._plan, staging=self.staging)
+
+    @property
+    def staging(self) -> pathlib.Path:
+        """Where the Beam pipeline's shard inputs and tallies wait (removed after the build)."""
+        return pathlib.Path(self._data_dir_root) / f".staging-{self.name}"
+
+    def _generate_examples(self, **_):
+        raise NotImplementedError("records come from _generate_splits (local) or _split_generators (Beam)")
 
 
 class P5Reviews(_PreparedRecords):
@@ -101,16 +118,28 @@ def _quiet_tfds():
         logging.set_verbosity(verbosity)
 
 
-def build(*, data_dir, dataset: str, kind: str, records_by_split: dict) -> None:
-    """Writes one kind of records for `dataset` under `data_dir` (the prepared `tfds/` folder)."""
-    if not any(records_by_split.values()):
-        raise ValueError(f"no {kind} records to write for {dataset}")
-    builder_class = _BUILDERS[_check_kind(kind)]
+def build(*, data_dir, dataset: str, plan, workers: int = 1, progress=None, beam_options=None):
+    """Writes the records of `plan` (a record_shards.RecordPlan) for `dataset` under `data_dir` (the
+    prepared `tfds/` folder) and returns their tally (record_shards.tally).
+
+    `workers`: processes that build records (locally); `progress`: a tqdm bar advanced per record;
+    `beam_options`: apache_beam PipelineOptions to build with Beam instead.
+    """
+    if not any(plan.split_sizes.values()):
+        raise ValueError(f"no {plan.kind} records to write for {dataset}")
+    builder_class = _BUILDERS[_check_kind(plan.kind)]
     with _quiet_tfds():
-        builder = builder_class(data_dir=str(data_dir), records_by_split=records_by_split,
+        builder = builder_class(data_dir=str(data_dir), plan=plan, workers=workers, progress=progress,
                                 config=tfds.core.BuilderConfig(name=dataset, version=VERSION))
-        builder.download_and_prepare()
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=beam_options))
+            tallies = builder.tallies if beam_options is None else beam_build.staged_tallies(builder.staging)
+        finally:
+            shutil.rmtree(builder.staging, ignore_errors=True)
     shutil.rmtree(pathlib.Path(data_dir) / "downloads", ignore_errors=True)  # empty: nothing is downloaded
+    if progress is not None and beam_options is not None:
+        progress.update(sum(plan.split_sizes.values()))
+    return tallies
 
 
 def _check_kind(kind: str) -> str:

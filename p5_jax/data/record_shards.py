@@ -1,0 +1,125 @@
+"""Prepared records built shard by shard, never all at once.
+
+A `RecordPlan` holds one unit per user (sequence records) or per review (review records) and a
+small context shared by every unit; a shard is a contiguous run of units, so a worker process or
+a Beam worker builds it alone. Records come in the order the whole dataset gives them, each with
+an integer key (its unit's position) that sorts them back into that order.
+"""
+import collections
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+
+from p5_jax.data import records
+from p5_jax.data.explanations import Explanation, FeatureLexicon, extract_explanation
+from p5_jax.data.negatives import sample_user_negatives
+from p5_jax.data.splits import distinct
+
+SHARD_UNITS = 1024  # users or reviews per shard
+RECORDS = "records"  # the tally of every record; other tally keys are fields counted when non-empty
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceContext:
+    items: list       # the sorted universe of raw item ids, where negatives are drawn from
+    item_ids: dict    # raw item id -> item id
+    seed: int
+    num_negatives: int
+
+
+def sequence_records(context: SequenceContext, user: tuple) -> tuple:
+    """(split, record) for one user: (raw id, user id, user_desc, items in time order, LeaveOneOut)."""
+    raw, user_id, user_desc, items, split = user
+    ids = context.item_ids
+    negatives = sample_user_negatives(user=raw, interacted=items, items=context.items, seed=context.seed,
+                                      count=context.num_negatives)
+    common = {"user_id": user_id, "user_desc": user_desc, "negatives": [ids[i] for i in negatives],
+              "interacted": [ids[i] for i in distinct(items)]}
+    history = [ids[i] for i in split.train_history]
+    return (("train", {**common, "history": history, "target": ""}),
+            ("validation", {**common, "history": history, "target": ids[split.validation_target]}),
+            ("test", {**common, "history": history + [ids[split.validation_target]],
+                      "target": ids[split.test_target]}))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewContext:
+    lexicon: tuple  # feature words, most frequent first; empty: no explanations
+
+    @functools.cached_property
+    def feature_lexicon(self):
+        return FeatureLexicon(self.lexicon) if self.lexicon else None
+
+
+def review_records(context: ReviewContext, review: tuple) -> tuple:
+    """(split, record) for one review: (split index, record without its explanation)."""
+    label, row = review
+    lexicon = context.feature_lexicon
+    explanation = extract_explanation(text=row["review_text"], lexicon=lexicon) if lexicon else Explanation()
+    return ((records.SPLITS[label], {**row, "explanation": explanation.sentence, "feature": explanation.feature}),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    first_key: int
+    units: list
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RecordPlan(Mapping):
+    """One kind of records, built on demand; also a mapping split -> records (built anew per pass)."""
+    kind: str
+    context: object
+    num_units: int
+    units: Callable        # (start, stop) -> the units in [start, stop)
+    build: Callable        # (context, unit) -> ((split, record), ...)
+    split_sizes: dict      # split -> number of records, known before any is built
+    counted_fields: tuple  # fields whose non-empty records are tallied per split
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_units // SHARD_UNITS)
+
+    def shard(self, index: int) -> Shard:
+        start = index * SHARD_UNITS
+        return Shard(first_key=start, units=self.units(start, min(start + SHARD_UNITS, self.num_units)))
+
+    def __getitem__(self, split: str):
+        if split not in records.SPLITS:
+            raise KeyError(split)
+        return _SplitRecords(self, split)
+
+    def __iter__(self):
+        return iter(records.SPLITS)
+
+    def __len__(self) -> int:
+        return len(records.SPLITS)
+
+
+def shard_records(context, build: Callable, shard: Shard):
+    """(split, key, record) for every record of `shard`, in order."""
+    for offset, unit in enumerate(shard.units):
+        for split, record in build(context, unit):
+            yield split, shard.first_key + offset, record
+
+
+def plan_records(plan: RecordPlan):
+    """(split, key, record) for every record of `plan`, shard after shard."""
+    for index in range(plan.num_shards):
+        yield from shard_records(plan.context, plan.build, plan.shard(index))
+
+
+@dataclasses.dataclass(frozen=True)
+class _SplitRecords:
+    plan: RecordPlan
+    split: str
+
+    def __iter__(self):
+        return (record for split, _, record in plan_records(self.plan) if split == self.split)
+
+
+def tally(counts: collections.Counter, split: str, record: dict, counted_fields: tuple) -> None:
+    """Counts one record of `split`, and each of `counted_fields` it has non-empty."""
+    counts[split, RECORDS] += 1
+    for field in counted_fields:
+        counts[split, field] += bool(record[field])
