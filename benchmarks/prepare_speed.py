@@ -5,21 +5,26 @@ Synthesises a P5 sequential dataset (sequential_data.txt + datamaps.json) of 35,
 interactions, item popularity falls off as a power law) and a quarter of it (a quarter of the users
 and interactions, the same items), in a temporary folder. Each is prepared in a fresh process with
 `prepare_dataset` (default options, no progress bar); that process prints the wall and CPU
-seconds of importing and calling it, the records written per second, and the peak memory: of the
-preparing process alone (ru_maxrss), and of it together with its record-building workers (its
-resident memory plus each worker's own pages, sampled every 0.1 s).
+seconds of importing and calling it, the records written per second, the records per second of the
+writing alone (the issue's measure: the time in `tfds_builders.build`, which now also draws the
+negatives that were drawn before it), and the peak memory: of the preparing process alone
+(ru_maxrss), and of it together with its record-building workers (its resident memory plus each
+worker's own pages, sampled every 0.1 s).
 
-The records per second before this change (records held in lists, then written through TFDS's
-feature encoders in one process) were measured with this same harness on the same 2-core
-machine and are kept below as OLD; prepare_speedup compares the full-size run against it.
+The figures before this change (records held in lists, then written through TFDS's feature
+encoders in one process) were measured with this same harness on the same 2-core machine and are
+kept below as OLD. On a shared machine, whose load moves both, `--baseline DIR` measures them
+again, right before each size: DIR holds the `p5_jax` package of the earlier code (e.g. a
+`git worktree` of the commit before). prepare_speedup compares the full-size runs.
 
 Ends with `prepare_records_per_s=N`, `prepare_peak_rss_gib=X.XX` (preparing process and workers,
 full size) and `prepare_speedup=X.X`.
 
-    python benchmarks/prepare_speed.py [--workers N] [--keep DIR]
+    python benchmarks/prepare_speed.py [--workers N] [--keep DIR] [--baseline DIR]
 """
 import argparse
 import json
+import os
 import pathlib
 import resource
 import subprocess
@@ -32,9 +37,10 @@ import numpy as np
 import psutil
 
 FULL = {"users": 35_598, "items": 18_357, "interactions": 296_337}
-# The code before issue 12, item 1 (commit of 2026-11-30), with this harness on this machine while
-# a training run shared its 2 cores: (records/s, CPU seconds, peak RSS GiB) per size.
-OLD = {"full": (None, None, None), "quarter": (None, None, None)}
+# The code before issue 12, item 1 (records in lists, TFDS's encoders, one process), with this harness
+# on this 2-core machine while it was lightly loaded (load average about 2), 2026-11-30:
+# (records/s, CPU seconds, peak RSS GiB) per size. Under heavier load it fell to 650 records/s.
+OLD = {"full": (1288, 81.1, 0.91), "quarter": (1418, 19.0, 0.76)}
 ISSUE_RECORDS_PER_S = 400  # the issue's figure: 107k records in about 4.5 min of writing
 
 
@@ -86,8 +92,18 @@ def measure(source: str, out_dir: str, workers) -> dict:
     includes importing prepare (TensorFlow among it), which a user of the command waits for too."""
     start, cpu, memory = time.perf_counter(), time.process_time(), _TreeMemory()
     memory.start()
-    from p5_jax.data import prepare
+    from p5_jax.data import prepare, tfds_builders
 
+    writing, build = [], tfds_builders.build
+
+    def timed_build(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return build(*args, **kwargs)
+        finally:
+            writing.append(time.perf_counter() - began)
+
+    tfds_builders.build = timed_build
     manifest = prepare.prepare_dataset(name="bench", out_root=out_dir, source=source, fmt="p5_sequential",
                                        progress=False, **({"workers": workers} if workers else {}))
     seconds = time.perf_counter() - start
@@ -97,33 +113,41 @@ def measure(source: str, out_dir: str, workers) -> dict:
     return {"users": manifest["counts"]["users"], "interactions": manifest["counts"]["interactions"],
             "records": records, "seconds": seconds,
             "cpu_seconds": time.process_time() - cpu + children.ru_utime + children.ru_stime,
-            "records_per_s": records / seconds, "tree_peak_gib": memory.stop(),
+            "records_per_s": records / seconds, "writing_records_per_s": records / sum(writing),
+            "tree_peak_gib": memory.stop(),
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}  # KiB on Linux
 
 
-def _run_size(name: str, counts: dict, work: pathlib.Path, workers) -> dict:
-    source = work / f"source_{name}"
-    synthesise(source, **counts)
-    command = [sys.executable, __file__, "--_measure", str(source), str(work / f"prepared_{name}")]
+def _measured(source: pathlib.Path, out_dir: pathlib.Path, *, workers=None, package=None) -> dict:
+    """`measure` in a fresh process, of this checkout's code or of the `p5_jax` package in `package`."""
+    command = [sys.executable, __file__, "--_measure", str(source), str(out_dir)]
     command += ["--workers", str(workers)] if workers else []
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(package)} if package else None
+    result = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _report(name: str, figures: dict) -> None:
+def _report(name: str, figures: dict, before: dict | None) -> None:
     print(f"{name:>8}: {figures['users']:,} users, {figures['interactions']:,} interactions, "
           f"{figures['records']:,} records in {figures['seconds']:.1f} s ({figures['cpu_seconds']:.1f} CPU s): "
-          f"{figures['records_per_s']:,.0f} records/s; peak memory {figures['tree_peak_gib']:.2f} GiB with "
+          f"{figures['records_per_s']:,.0f} records/s (writing alone {figures['writing_records_per_s']:,.0f}); "
+          f"peak memory {figures['tree_peak_gib']:.2f} GiB with "
           f"the workers, {figures['peak_rss_gib']:.2f} GiB for the preparing process")
     old_rate, old_cpu, old_rss = OLD[name]
-    if old_rate:
-        print(f"{'before':>8}: {old_rate:,.0f} records/s ({old_cpu:.1f} CPU s), peak RSS {old_rss:.2f} GiB")
+    recorded = f"; recorded: {old_rate:,} records/s ({old_cpu:.1f} CPU s)"
+    if before:
+        old_rate, old_cpu, old_rss = before["records_per_s"], before["cpu_seconds"], before["tree_peak_gib"]
+    writing = f" (writing alone {before['writing_records_per_s']:,.0f})" if before else ""
+    print(f"{'before':>8}: {old_rate:,.0f} records/s{writing} ({old_cpu:.1f} CPU s); peak memory {old_rss:.2f} GiB"
+          + (recorded if before else ""))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=None, help="default: prepare's (every CPU)")
     parser.add_argument("--keep", default=None, help="keep the sources and prepared data in DIR")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="measure the earlier code too: DIR holds its p5_jax package")
     parser.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._measure:
@@ -131,19 +155,26 @@ def main(argv=None) -> int:
         return 0
     sizes = {"quarter": {**FULL, "users": FULL["users"] // 4, "interactions": FULL["interactions"] // 4},
              "full": FULL}
+    figures, before = {}, {}
     with tempfile.TemporaryDirectory() as temporary:
         work = pathlib.Path(args.keep or temporary)
-        figures = {name: _run_size(name, counts, work, args.workers) for name, counts in sizes.items()}
+        for name, counts in sizes.items():
+            synthesise(work / f"source_{name}", **counts)
+            if args.baseline:
+                before[name] = _measured(work / f"source_{name}", work / f"before_{name}", package=args.baseline)
+            figures[name] = _measured(work / f"source_{name}", work / f"prepared_{name}", workers=args.workers)
     for name in sizes:
-        _report(name, figures[name])
-    full = figures["full"]
+        _report(name, figures[name], before.get(name))
+    full, old_full = figures["full"], before.get("full", {}).get("records_per_s", OLD["full"][0])
     growth = full["tree_peak_gib"] - figures["quarter"]["tree_peak_gib"]
-    print(f"memory: {growth:+.2f} GiB for 4x the users (the source itself is held; records are not)")
+    old_growth = (before["full"]["tree_peak_gib"] - before["quarter"]["tree_peak_gib"] if before
+                  else OLD["full"][2] - OLD["quarter"][2])
+    print(f"memory: {growth:+.2f} GiB for 4x the users, before {old_growth:+.2f} GiB "
+          "(the source is held in memory; the records are not)")
     print(f"vs the issue's {ISSUE_RECORDS_PER_S} records/s: {full['records_per_s'] / ISSUE_RECORDS_PER_S:.1f}x")
     print(f"prepare_records_per_s={full['records_per_s']:.0f}")
     print(f"prepare_peak_rss_gib={full['tree_peak_gib']:.2f}")
-    old_rate = OLD["full"][0]
-    print(f"prepare_speedup={full['records_per_s'] / old_rate:.1f}" if old_rate else "prepare_speedup=nan")
+    print(f"prepare_speedup={full['records_per_s'] / old_full:.1f}")
     return 0
 
 

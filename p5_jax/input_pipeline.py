@@ -182,7 +182,7 @@ class MixtureStream:
                   if rate > 0 and split in task.splits]
         if not chosen:
             raise ValueError(f"{mixture_or_task_name} has no task with a {split!r} split.")
-        self.name, self.split, self.seed = mixture_or_task_name, split, seed
+        self.split, self.seed = split, seed
         self.lengths, self.converter, self.shuffle = dict(task_feature_lengths), converter, shuffle
         self.chunk_size = chunk_size
         self.task_names = [task.name for task, _ in chosen]

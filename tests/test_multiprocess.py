@@ -2,11 +2,14 @@
 
 Two local processes (jax.distributed, CPU collectives over gloo, 4 host devices each) train the
 tiny model on a real mixture for 3 steps, checkpoint and stop; one process with 8 devices resumes
-and trains to step 5. Both checkpoints hold exactly (bitwise) the parameters of a single-process
-8-device run of the same job, at step 3 and at step 5. Then the two processes split an
-evaluation (each decodes its share of the batches on its own devices) and write the
-results.json of a single-process evaluation. Slow (minutes): run with --runslow. Also the
-round-robin sharing of evaluation batches (fast).
+and trains to step 5. At step 3 and at step 5 the data position equals that of a single-process
+8-device run of the same job exactly (the same batches), and so do the parameters, within
+|a - b| <= 1e-5 * max|leaf| + 1e-7: gloo's cross-process all-reduce sums the 8 devices'
+gradients in another order than XLA's in-process one, so a few percent of the values differ in
+their last bits (at most 3e-8 seen, 3e-6 relative); nothing else differs. Then the two
+processes split an evaluation (each decodes its share of the batches on its own devices) and
+write the results.json of a single-process evaluation. Slow (minutes): run with --runslow.
+Also the round-robin sharing of evaluation batches (fast).
 """
 import json
 import os
@@ -24,7 +27,8 @@ TRAIN = ["-m", "p5_jax.train", "--gin_file=gin/runs/train.gin", "--gin_file=gin/
          "--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 16}", "--gin.BATCH_SIZE=16",
          "--gin.train.checkpoint_every=3", "--gin.train.log_every=1",
          "--gin.train.eval_every=0", "--gin.train.show_progress=False",
-         "--gin.make_schedule.warmup_steps=1"]
+         # Constant after warmup: a run stopped at TRAIN_STEPS=3 trains as the 5-step run.
+         "--gin.make_schedule.name='constant'", "--gin.make_schedule.warmup_steps=1"]
 EVAL_TASKS = ",".join(f"p5_musical_instruments_{name}" for name in (
     "sequential_2_1", "sequential_2_7", "direct_5_1", "rating_1_1"))
 EVAL = ["-m", "p5_jax.eval", "--gin_file=gin/runs/eval.gin", "--gin_file=gin/models/tiny.gin",
@@ -32,6 +36,7 @@ EVAL = ["-m", "p5_jax.eval", "--gin_file=gin/runs/eval.gin", "--gin_file=gin/mod
         "--gin.EVAL_BATCH_SIZE=8", "--gin.evaluate.include_unseen=False",
         "--gin.evaluate.bootstrap_resamples=50"]
 TIMEOUT_S = 1800
+PARAM_RTOL = 1e-5   # of the leaf's largest value (see the module docstring)
 
 
 def _free_port() -> int:
@@ -57,14 +62,18 @@ def run_job(args, *, processes: int, devices: int) -> None:
         assert job.returncode == 0, f"process {index} of {processes} failed:\n{output[-5000:]}"
 
 
-def _params(model_dir, step):
-    return checkpoints.read_params(directory=model_dir / "checkpoints", step=step)
-
-
-def _assert_equal_params(got, want):
+def _assert_same_training(got_dir, want_dir, step):
+    """The same data position, and parameters equal up to the all-reduce's summation order."""
+    position = [json.loads((d / "checkpoints" / str(step) / checkpoints.DATA_ITEM /
+                            "metadata").read_text()) for d in (got_dir, want_dir)]
+    assert position[0] == position[1]
+    got, want = (checkpoints.read_params(directory=d / "checkpoints", step=step)
+                 for d in (got_dir, want_dir))
     assert got.keys() == want.keys()
     for path in want:
-        np.testing.assert_array_equal(got[path], want[path], err_msg="/".join(path))
+        scale = float(np.max(np.abs(want[path])))
+        np.testing.assert_allclose(got[path], want[path], rtol=0, atol=PARAM_RTOL * scale + 1e-7,
+                                   err_msg="/".join(path))
 
 
 @pytest.mark.slow
@@ -74,10 +83,10 @@ def test_two_processes_train_resume_on_one_and_evaluate_as_one(tmp_path):
             processes=1, devices=8)
     run_job([*TRAIN, f"--gin.MODEL_DIR='{split}'", "--gin.TRAIN_STEPS=3"],
             processes=2, devices=4)
-    _assert_equal_params(_params(split, 3), _params(single, 3))
+    _assert_same_training(split, single, 3)
     run_job([*TRAIN, f"--gin.MODEL_DIR='{split}'", "--gin.TRAIN_STEPS=5"],
             processes=1, devices=8)
-    _assert_equal_params(_params(split, 5), _params(single, 5))
+    _assert_same_training(split, single, 5)
 
     results = {}
     for name, processes, devices in (("one", 1, 8), ("two", 2, 4)):

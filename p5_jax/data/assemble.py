@@ -11,8 +11,8 @@ from p5_jax.data import records
 from p5_jax.data.errors import DataError
 from p5_jax.data.indexing import index_items
 from p5_jax.data.negatives import NUM_NEGATIVES, check_negatives
-from p5_jax.data.record_shards import (RECORDS, RecordPlan, ReviewContext, SequenceContext, review_records,
-                                       sequence_records)
+from p5_jax.data.record_shards import (RECORDS, RecordPlan, ReviewContext, SequenceContext, ShardBuilder,
+                                       review_records, sequence_records)
 from p5_jax.data.splits import (MIN_SEQUENCE_LENGTH, default_dedupe, held_out_pairs, held_out_pairs_in_training,
                                 leave_one_out_all, split_reviews, user_sequences)
 
@@ -82,9 +82,10 @@ def _review_units(source, labels, user_ids, item_ids, start: int, stop: int) -> 
 
 def _review_plan(source, labels, *, user_ids, item_ids) -> RecordPlan:
     lexicon = tuple(source.lexicon) if source.fields["review_text"] else ()
-    return RecordPlan(kind="reviews", context=ReviewContext(lexicon=lexicon), num_units=len(labels),
+    builder = ShardBuilder(context=ReviewContext(lexicon=lexicon), build=review_records,
+                           counted_fields=_counted_fields("reviews"))
+    return RecordPlan(kind="reviews", builder=builder, num_units=len(labels),
                       units=functools.partial(_review_units, source, labels, user_ids, item_ids),
-                      build=review_records, counted_fields=_counted_fields("reviews"),
                       split_sizes={split: int((labels == label).sum()) for label, split in enumerate(records.SPLITS)})
 
 
@@ -93,9 +94,9 @@ def _sequence_plan(source, splits, *, items_by_user, user_ids, context: Sequence
         check_negatives(user=user, interacted=items_by_user[user], items=context.items, count=context.num_negatives)
     users = [(user, user_ids[user], source.user_desc[user], items_by_user[user], split)
              for user, split in splits.items()]
-    return RecordPlan(kind="sequences", context=context, num_units=len(users),
-                      units=lambda start, stop: users[start:stop], build=sequence_records,
-                      counted_fields=_counted_fields("sequences"),
+    builder = ShardBuilder(context=context, build=sequence_records, counted_fields=_counted_fields("sequences"))
+    return RecordPlan(kind="sequences", builder=builder, num_units=len(users),
+                      units=lambda start, stop: users[start:stop],
                       split_sizes=dict.fromkeys(records.SPLITS, len(users)))
 
 

@@ -15,9 +15,8 @@ import shlex
 from etils import epath
 
 from p5_jax.data import records
-from p5_jax.data.record_shards import shard_records, tally
 
-_CONTEXT, _TALLY = "context.pkl", "tally.pkl"
+_BUILDER, _TALLY = "builder.pkl", "tally.pkl"
 
 
 def pipeline_options(flags: str = ""):
@@ -35,27 +34,24 @@ def _dump(path: epath.Path, value) -> str:
 
 
 def _stage(plan, staging: epath.Path) -> list:
-    """Paths of the staged shards, after staging them and the shared context."""
+    """Paths of the staged shards, after staging them and the shard builder they share."""
     staging.mkdir(parents=True)
-    _dump(staging / _CONTEXT, (plan.context, plan.build, plan.counted_fields))
+    _dump(staging / _BUILDER, plan.builder)
     return [_dump(staging / f"shard-{index:05d}.pkl", plan.shard(index)) for index in range(plan.num_shards)]
 
 
 @functools.lru_cache(maxsize=2)
-def _context(path: str) -> tuple:
-    """(context, build, counted fields), read once per worker process."""
+def _builder(path: str):
+    """The staged record_shards.ShardBuilder, read once per worker process."""
     return pickle.loads(epath.Path(path).read_bytes())
 
 
-def _shard_records(path: str, *, context_path: str):
+def _shard_records(path: str, *, builder_path: str):
     """(split, key, record) for each record of one staged shard, then its tally (tagged "tally")."""
     from apache_beam import pvalue
 
-    context, build, counted_fields = _context(context_path)
     counts = collections.Counter()
-    for split, key, record in shard_records(context, build, pickle.loads(epath.Path(path).read_bytes())):
-        tally(counts, split, record, counted_fields)
-        yield split, key, record
+    yield from _builder(builder_path).records(pickle.loads(epath.Path(path).read_bytes()), counts)
     yield pvalue.TaggedOutput("tally", counts)
 
 
@@ -74,7 +70,7 @@ def split_collections(pipeline, plan, *, staging) -> dict:
     staging = epath.Path(staging)
     built = (pipeline
              | "Shards" >> beam.Create(_stage(plan, staging))
-             | "Build" >> beam.FlatMap(_shard_records, context_path=str(staging / _CONTEXT)).with_outputs(
+             | "Build" >> beam.FlatMap(_shard_records, builder_path=str(staging / _BUILDER)).with_outputs(
                  "tally", main="records"))
     _ = (built.tally
          | "Sum" >> beam.CombineGlobally(lambda tallies: sum(tallies, collections.Counter()))

@@ -4,6 +4,9 @@ then write users/items tables, TFDS records and a manifest, all at once or not a
     python -m p5_jax.data.prepare --dataset musical_instruments --out_dir /tmp/p5
     python -m p5_jax.data.prepare --dataset mine --source DIR --format amazon|p5_sequential|recbole
 
+Records are built in shards by --workers processes (default: every CPU) and written as they come;
+--beam builds them as an Apache Beam pipeline instead, here or on a cluster (docs/DATA.md).
+
 Splits: sequences are leave-one-out in time order (last item test, second to last validation);
 users with fewer than 3 interactions get no sequence records. Reviews (rating, explanation,
 review families), --review_split aligned (default): the review of a user's validation (test)

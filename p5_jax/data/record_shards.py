@@ -1,9 +1,10 @@
 """Prepared records built shard by shard, never all at once.
 
 A `RecordPlan` holds one unit per user (sequence records) or per review (review records) and a
-small context shared by every unit; a shard is a contiguous run of units, so a worker process or
-a Beam worker builds it alone. Records come in the order the whole dataset gives them, each with
-an integer key (its unit's position) that sorts them back into that order.
+`ShardBuilder`: how a unit becomes records, with the small context every unit shares. A shard is
+a contiguous run of units, so a worker process or a Beam worker builds it alone. Records come in
+the order the whole dataset gives them, each with an integer key (its unit's position) that sorts
+them back into that order.
 """
 import collections
 import dataclasses
@@ -65,16 +66,30 @@ class Shard:
     units: list
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardBuilder:
+    """What building any shard takes besides its units: small enough to send to every worker."""
+    context: object
+    build: Callable        # (context, unit) -> ((split, record), ...)
+    counted_fields: tuple  # fields whose non-empty records are tallied per split
+
+    def records(self, shard: Shard, counts: collections.Counter | None = None):
+        """(split, key, record) for every record of `shard`, in order; each tallied into `counts`."""
+        for offset, unit in enumerate(shard.units):
+            for split, record in self.build(self.context, unit):
+                if counts is not None:
+                    tally(counts, split, record, self.counted_fields)
+                yield split, shard.first_key + offset, record
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class RecordPlan(Mapping):
     """One kind of records, built on demand; also a mapping split -> records (built anew per pass)."""
     kind: str
-    context: object
+    builder: ShardBuilder
     num_units: int
     units: Callable        # (start, stop) -> the units in [start, stop)
-    build: Callable        # (context, unit) -> ((split, record), ...)
     split_sizes: dict      # split -> number of records, known before any is built
-    counted_fields: tuple  # fields whose non-empty records are tallied per split
 
     @property
     def num_shards(self) -> int:
@@ -96,26 +111,15 @@ class RecordPlan(Mapping):
         return len(records.SPLITS)
 
 
-def shard_records(context, build: Callable, shard: Shard):
-    """(split, key, record) for every record of `shard`, in order."""
-    for offset, unit in enumerate(shard.units):
-        for split, record in build(context, unit):
-            yield split, shard.first_key + offset, record
-
-
-def plan_records(plan: RecordPlan):
-    """(split, key, record) for every record of `plan`, shard after shard."""
-    for index in range(plan.num_shards):
-        yield from shard_records(plan.context, plan.build, plan.shard(index))
-
-
 @dataclasses.dataclass(frozen=True)
 class _SplitRecords:
     plan: RecordPlan
     split: str
 
     def __iter__(self):
-        return (record for split, _, record in plan_records(self.plan) if split == self.split)
+        for index in range(self.plan.num_shards):
+            yield from (record for split, _, record in self.plan.builder.records(self.plan.shard(index))
+                        if split == self.split)
 
 
 def tally(counts: collections.Counter, split: str, record: dict, counted_fields: tuple) -> None:

@@ -16,7 +16,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from p5_jax.data import records
-from p5_jax.data.record_shards import shard_records, tally
 
 FILE_BYTES = 256 << 20  # a split's next shard file starts past this size
 _JOB = None  # (plan, fields): set before the pool forks, so its workers inherit them
@@ -91,10 +90,8 @@ def serialize(fields: tuple, record: dict) -> bytes:
 def _serialized_shard(index: int) -> tuple:
     """([(split, serialized example)], tally) for shard `index` of the job's plan."""
     plan, fields = _JOB
-    counts, rows = collections.Counter(), []
-    for split, _, record in shard_records(plan.context, plan.build, plan.shard(index)):
-        tally(counts, split, record, plan.counted_fields)
-        rows.append((split, serialize(fields, record)))
+    counts = collections.Counter()
+    rows = [(split, serialize(fields, record)) for split, _, record in plan.builder.records(plan.shard(index), counts)]
     return rows, counts
 
 

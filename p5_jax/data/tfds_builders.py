@@ -78,6 +78,11 @@ class _PreparedRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # TFDS cannot write an empty split; `load` serves a missing split as an empty dataset.
         return beam_build.split_collections(pipeline, self._plan, staging=self.staging)
 
+    def _process_pipeline_result(self, pipeline_result):
+        self.tallies = beam_build.staged_tallies(self.staging)
+        if self._progress is not None:
+            self._progress.update(sum(self._plan.split_sizes.values()))
+
     @property
     def staging(self) -> pathlib.Path:
         """Where the Beam pipeline's shard inputs and tallies wait (removed after the build)."""
@@ -133,13 +138,10 @@ def build(*, data_dir, dataset: str, plan, workers: int = 1, progress=None, beam
                                 config=tfds.core.BuilderConfig(name=dataset, version=VERSION))
         try:
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=beam_options))
-            tallies = builder.tallies if beam_options is None else beam_build.staged_tallies(builder.staging)
         finally:
             shutil.rmtree(builder.staging, ignore_errors=True)
     shutil.rmtree(pathlib.Path(data_dir) / "downloads", ignore_errors=True)  # empty: nothing is downloaded
-    if progress is not None and beam_options is not None:
-        progress.update(sum(plan.split_sizes.values()))
-    return tallies
+    return builder.tallies
 
 
 def _check_kind(kind: str) -> str:
