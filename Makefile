@@ -1,5 +1,6 @@
-# Quick start: `make demo` runs the main job on the shipped data, `make test` runs the tests.
-# Both create (or update) a virtual environment in .venv unless one is already active.
+# Quick start: `make demo` runs the main job on the shipped data, `make test` runs the tests,
+# `make lint` runs ruff and mypy (both configured in pyproject.toml).
+# Each creates (or updates) a virtual environment in .venv unless one is already active.
 VENV ?= .venv
 ifdef VIRTUAL_ENV
 PYTHON := python
@@ -9,7 +10,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.p5_jax_installed
 endif
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$$VIRTUAL_ENV" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
@@ -27,6 +28,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PYTHON) -m pytest -q --runslow
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/train_throughput.py

@@ -36,8 +36,8 @@ from matmul_floor import beam_search_products, time_products
 
 from p5_jax import hf_weights, models, network
 from p5_jax.prefix_trie import PrefixTrie
+from p5_jax.token_ids import EOS_ID
 
-EOS_ID = 1
 SIZES = {"small": network.t5_small_config, "tiny": network.tiny_config}
 
 
@@ -82,7 +82,7 @@ def random_inputs(args, vocab_size):
 
 def interleaved_best_times(calls: dict, *, repeats: int) -> dict:
     """Fastest of `repeats` calls of each, taken in turn so that both face the same load."""
-    times = {name: [] for name in calls}
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
             started = time.perf_counter()

@@ -80,8 +80,8 @@ def main() -> None:
     parser.add_argument("--tasks", help="task names instead of the demo mixture")
     parser.add_argument("--protocols", nargs="+", default=["exact", "p5"])
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="eval_memory_") as tmp:
-        tmp = pathlib.Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="eval_memory_") as tmp_name:
+        tmp = pathlib.Path(tmp_name)
         checkpoint = args.checkpoint or train_tiny(tmp / "model")
         runs = {}
         for label, users in (("1x", args.users), ("10x", 10 * args.users)):

@@ -1,4 +1,5 @@
-"""The long run of tests/test_fuzz_prepare.py (cases from tests/fuzz_cases.py, judged by tests/fuzz_judge.py): thousands of corrupted inputs through the prepare CLI.
+"""The long run of tests/test_fuzz_prepare.py: thousands of corrupted inputs through the prepare CLI
+(cases from tests/fuzz_cases.py, judged by tests/fuzz_judge.py).
 
 Each case is drawn from its own seeded random stream (seed, format, case number), so a reported
 case can be replayed alone. Per format it prints the cases, errors naming file and line,
@@ -34,7 +35,8 @@ def _load_suite() -> types.SimpleNamespace:
 
 def run_format(suite, fmt: str, *, cases: int, seed: int) -> tuple:
     """(counts by outcome kind, [(case number, description, outcome)] of every failure)."""
-    counts, failures = collections.Counter(), []
+    counts: collections.Counter[str] = collections.Counter()
+    failures: list[tuple] = []
     for number in range(cases):
         case = suite.make_case(fmt, random.Random(f"{seed}:{fmt}:{number}"))
         with tempfile.TemporaryDirectory() as work:

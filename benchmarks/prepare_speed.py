@@ -20,7 +20,9 @@ again, right before each size: DIR holds the `p5_jax` package of the earlier cod
 Ends with `prepare_records_per_s=N`, `prepare_peak_rss_gib=X.XX` (preparing process and workers,
 full size) and `prepare_speedup=X.X`.
 
-    python benchmarks/prepare_speed.py [--workers N] [--keep DIR] [--baseline DIR]
+    python benchmarks/prepare_speed.py [--workers N] [--keep DIR] [--baseline DIR] [--users N]
+
+`--users N` scales both sizes down for a quick run (the recorded OLD figures are of the issue's size).
 """
 import argparse
 import json
@@ -52,7 +54,8 @@ def synthesise(folder: pathlib.Path, *, users: int, items: int, interactions: in
     popularity = 1.0 / np.arange(1, items + 1) ** 0.8
     popularity /= popularity.sum()
     unseen = list(rng.permutation(items))  # every item is somebody's at least once, while any are left
-    numbers, lines = {}, []
+    numbers: dict[int, int] = {}  # item -> its number in sequential_data.txt
+    lines: list[str] = []
     for user, length in enumerate(lengths, start=1):
         chosen = [int(unseen.pop()) for _ in range(min(2, len(unseen)))]
         while len(chosen) < length:
@@ -142,19 +145,28 @@ def _report(name: str, figures: dict, before: dict | None) -> None:
           + (recorded if before else ""))
 
 
+def _scaled(users: int) -> dict:
+    """FULL with `users` users and as many interactions per user (the same items)."""
+    return {**FULL, "users": users, "interactions": FULL["interactions"] * users // FULL["users"]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=None, help="default: prepare's (every CPU)")
     parser.add_argument("--keep", default=None, help="keep the sources and prepared data in DIR")
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="measure the earlier code too: DIR holds its p5_jax package")
+    parser.add_argument("--users", type=int, default=FULL["users"],
+                        help="users of the full size, interactions scaled with them (quick runs; default: the issue's)")
     parser.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._measure:
-        print(json.dumps(measure(*args._measure, workers=args.workers)))
+        source, out_dir = args._measure
+        print(json.dumps(measure(source, out_dir, workers=args.workers)))
         return 0
-    sizes = {"quarter": {**FULL, "users": FULL["users"] // 4, "interactions": FULL["interactions"] // 4},
-             "full": FULL}
+    full = _scaled(args.users)
+    sizes = {"quarter": {**full, "users": full["users"] // 4, "interactions": full["interactions"] // 4},
+             "full": full}
     figures, before = {}, {}
     with tempfile.TemporaryDirectory() as temporary:
         work = pathlib.Path(args.keep or temporary)

@@ -3,6 +3,7 @@ the CPU and scores it, SASRec and most-popular on the whole test split, same use
 
     python benchmarks/quality.py                       # ml100k and musical_instruments
     python benchmarks/quality.py --datasets ml100k --out_dir runs/quality
+    python benchmarks/quality.py --datasets ml100k --gin TRAIN_STEPS=4500 --out_dir runs/q4500
 
 Per dataset, each stage is the command a user would type (printed before it runs):
 1. prepare the shipped data with collaborative item ids into `<out_dir>/prepared`;
@@ -81,8 +82,10 @@ def _registered_tasks() -> set[str]:
     return set(seqio.TaskRegistry.names())
 
 
-def run_stages(dataset: str, out_dir: pathlib.Path, env: dict) -> pathlib.Path:
-    """Prepares, trains, fits SASRec and evaluates; returns the evaluation folder."""
+def run_stages(dataset: str, out_dir: pathlib.Path, env: dict,
+               train_bindings: tuple[str, ...] = ()) -> pathlib.Path:
+    """Prepares, trains (the recipe, then `train_bindings`, e.g. "TRAIN_STEPS=4500"), fits
+    SASRec and evaluates; returns the evaluation folder."""
     root = pathlib.Path(env["P5_DATA_DIR"])
     if not _prepared(root, dataset):
         _run("prepare", ["p5_jax.data.prepare", "--dataset", dataset, "--out_dir", str(root),
@@ -90,7 +93,8 @@ def run_stages(dataset: str, out_dir: pathlib.Path, env: dict) -> pathlib.Path:
     model_dir, eval_dir = out_dir / dataset / "model", out_dir / dataset / "eval"
     _run("train", ["p5_jax.train", "--gin_file=gin/experiments/quality_train.gin",
                    _gin("MIXTURE_OR_TASK_NAME", f"p5_{dataset}_recommend"),
-                   _gin("MODEL_DIR", str(model_dir))], env)
+                   _gin("MODEL_DIR", str(model_dir)),
+                   *(f"--gin.{binding}" for binding in train_bindings)], env)
     _run("SASRec", ["p5_jax.baselines", "--dataset", dataset, "--data_dir", str(root),
                     "--no_progress"], env)
     names = ",".join(headline_tasks(dataset, _registered_tasks()))
@@ -162,6 +166,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--out_dir", default=str(REPO / "runs" / "quality"))
+    parser.add_argument("--gin", action="append", default=[], metavar="BINDING",
+                        help="a gin binding added to the recipe's training, e.g. TRAIN_STEPS=4500")
     args = parser.parse_args(argv)
     out_dir = pathlib.Path(args.out_dir).resolve()
     os.environ["P5_DATA_DIR"] = str(out_dir / "prepared")   # before the tasks register
@@ -169,7 +175,7 @@ def main(argv=None) -> int:
     summary = []
     for dataset in args.datasets:
         start = time.perf_counter()
-        eval_dir = run_stages(dataset, out_dir, env)
+        eval_dir = run_stages(dataset, out_dir, env, tuple(args.gin))
         minutes = (time.perf_counter() - start) / 60
         results = json.loads((eval_dir / "results.json").read_text())
         ratio, low, high = ndcg10_ratio(eval_dir, dataset, pathlib.Path(env["P5_DATA_DIR"]))

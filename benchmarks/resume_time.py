@@ -118,14 +118,14 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.mode == "indexed":
-        zero, far = [], []
+        zero_runs, far_runs = [], []
         for _ in range(args.repeats):  # alternating, so a drifting machine hits both alike
             first = _run_child("indexed", None)
-            zero.append(first["seconds"])
-            far.append(_run_child("indexed", {"batches": args.batches,
-                                              "examples_per_row": first["examples_per_row"]}
-                                  )["seconds"])
-        zero, far = float(np.median(zero)), float(np.median(far))
+            zero_runs.append(first["seconds"])
+            far_runs.append(_run_child("indexed", {"batches": args.batches,
+                                                   "examples_per_row": first["examples_per_row"]}
+                                       )["seconds"])
+        zero, far = float(np.median(zero_runs)), float(np.median(far_runs))
         print(f"indexed resume, first batch at position 0: {zero:.1f} s")
         print(f"indexed resume, first batch at {args.batches:,} batches: {far:.1f} s")
         print(f"resume_time_ratio={far / zero:.2f}")

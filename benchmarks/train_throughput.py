@@ -34,6 +34,7 @@ if importlib.util.find_spec("tensorflow") is not None:  # imported by clu and tr
 import argparse
 import os
 import time
+from typing import Any
 
 import numpy as np
 from matmul_floor import time_products, train_step_products
@@ -99,8 +100,9 @@ def torch_step_fn(batch, *, threads: int, device: str = "cpu"):
     config = transformers.T5Config(
         vocab_size=VOCAB, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6,
         num_heads=8, feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.1,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    model = transformers.T5ForConditionalGeneration(config).to(device).train()
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)  # type: ignore[call-arg]  # via **kwargs
+    # transformers' decorator on `to` types its first argument as the model: a string is a device.
+    model = transformers.T5ForConditionalGeneration(config).to(device).train()  # type: ignore[arg-type]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-6, weight_decay=0.01)
     input_ids = torch.from_numpy(batch["encoder_input_tokens"].astype(np.int64)).to(device)
     labels = torch.from_numpy(batch["decoder_target_tokens"].astype(np.int64)).to(device)
@@ -200,7 +202,7 @@ def packing_comparison(*, num_examples: int, warmup: int, steps: int) -> None:
     print(f"packing_data={PACKING_MIXTURE} train, {len(examples)} examples, inputs "
           f"{PACKING_LENGTHS['inputs']} targets {PACKING_LENGTHS['targets']} "
           f"({time.perf_counter() - start:.0f} s to read)", flush=True)
-    layouts = {}
+    layouts: dict[str, dict[str, Any]] = {}
     for name, pack in (("unpacked", False), ("packed", True)):
         batches, seconds = host_batches(examples, pack=pack, batch_size=PACKING_BATCH)
         layouts[name] = {"batches": batches, "fill": fill(batches),
@@ -209,7 +211,7 @@ def packing_comparison(*, num_examples: int, warmup: int, steps: int) -> None:
     vocab_size = inference.padded_vocab_size(vocab.vocab_size)
     print(f"packing_model=tiny (d_model 64, 2+2 layers, dropout 0.1, vocab {vocab_size}) "
           f"batch={PACKING_BATCH} rows, {jax.devices()[0].platform}", flush=True)
-    runs = {}
+    runs: dict[str, dict[str, Any]] = {}
     for name, layout in layouts.items():
         train = packing_trainer(vocab_size)
         device_batches = [train.put_batch(b) for b in layout["batches"]]

@@ -29,12 +29,14 @@ import pathlib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
+from p5_jax import cli_errors
+
 DEFAULT_TOP_K = 20  # as many items as the model's 20 beams give
 
 
 def count_interactions(histories: Iterable[Sequence[str]]) -> collections.Counter:
     """Number of training interactions per item id, from per-user item lists (train histories)."""
-    counts = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
     for history in histories:
         if isinstance(history, (str, bytes)):
             raise TypeError("each history must be a list of item ids, not one string")
@@ -199,7 +201,7 @@ SUMMARY_METRICS = (("hr@5", "HR@5"), ("ndcg@5", "NDCG@5"), ("hr@10", "HR@10"),
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli_errors.ArgumentParser(
         prog="python -m p5_jax.baselines",
         description="Train SASRec on a prepared dataset's training sequences (early stopping on "
                     "validation NDCG@10), cache it for the evaluation reports, and print "
@@ -218,6 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--retrain", action="store_true",
                         help="train again even if a cache with these settings exists")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    cli_errors.add_debug_argument(parser)
     return parser
 
 
@@ -274,7 +277,10 @@ def _train_or_reuse(*, root, dataset, settings, data, retrain: bool, progress: b
         validation_targets=[t for _, _, t in data["validation"]],
         item_ids=data["items"], settings=settings, progress=progress)
     sasrec.save(result, root=root, dataset=dataset)
-    return result.ranker, sasrec.cache_status(root, dataset)[0].info, True
+    saved, why_not = sasrec.cache_status(root, dataset)
+    if saved is None:
+        raise RuntimeError(f"the SASRec just saved does not read back: {why_not}")
+    return result.ranker, saved.info, True
 
 
 def _load(args) -> tuple:
@@ -284,8 +290,8 @@ def _load(args) -> tuple:
 
     settings = sasrec.Settings(max_epochs=args.epochs, patience=args.patience, seed=args.seed,
                                windows=args.windows)
-    data = {split: sasrec.prepared_sequences(root, args.dataset, split)
-            for split in ("train", "validation", "test")}
+    data: dict[str, list] = {split: sasrec.prepared_sequences(root, args.dataset, split)
+                             for split in ("train", "validation", "test")}
     if not data["test"]:
         raise ValueError(f"{args.dataset} has no test sequences to score")
     data["items"] = sasrec.catalogue(root, args.dataset)
@@ -297,8 +303,7 @@ def main(argv=None) -> int:
     try:
         root, settings, data = _load(args)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli_errors.handle(error, debug=args.debug)
     ranker, info, trained = _train_or_reuse(root=root, dataset=args.dataset, settings=settings,
                                             data=data, retrain=args.retrain,
                                             progress=not args.no_progress)

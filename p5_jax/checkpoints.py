@@ -397,7 +397,7 @@ def _keep_asyncio_record(record: logging.LogRecord) -> bool:
 
 
 def _keep_absl_record(record: logging.LogRecord) -> bool:
-    return not (record.msg == "Metadata file does not exist: %s" and record.args
+    return not (record.msg == "Metadata file does not exist: %s" and isinstance(record.args, tuple)
                 and str(record.args[0]).endswith("/_CHECKPOINT_METADATA"))
 
 
@@ -475,10 +475,15 @@ def record_sentencepiece_model(*, model_dir, model_file) -> pathlib.Path:
     return target
 
 
-def recorded_sentencepiece_model(checkpoint_directory) -> pathlib.Path | None:
-    """The SentencePiece model recorded by the run that wrote `checkpoint_directory` (its
-    MODEL_DIR/checkpoints folder), or None when that run recorded none."""
+def recorded_run_file(checkpoint_directory, name: str) -> pathlib.Path | None:
+    """The file `name` the run that wrote `checkpoint_directory` (its MODEL_DIR/checkpoints
+    folder) recorded in its MODEL_DIR, or None when it recorded none."""
     directory = pathlib.Path(checkpoint_directory)
     model_dir = directory.parent if directory.name == "checkpoints" else directory
-    candidate = model_dir / SENTENCEPIECE_FILE
+    candidate = model_dir / name
     return candidate if candidate.is_file() else None
+
+
+def recorded_sentencepiece_model(checkpoint_directory) -> pathlib.Path | None:
+    """The SentencePiece model recorded by the run that wrote `checkpoint_directory`, if any."""
+    return recorded_run_file(checkpoint_directory, SENTENCEPIECE_FILE)

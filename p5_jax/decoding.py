@@ -230,9 +230,9 @@ def _advance_beams(state: _BeamState, logits_NxV, log_norm_N, new_cache, *, eos_
     is_eos_Bx2K = token_Bx2K == eos_id
 
     length = state.step + 1
-    in_beam = jnp.arange(2 * beams) < beams
+    in_beam_1x2K = (jnp.arange(2 * beams) < beams)[None, :]
     new_scores = top_log_probs_Bx2K / brevity_penalty(alpha=alpha, length=length)
-    new_scores = jnp.where(is_eos_Bx2K & in_beam, new_scores, -jnp.inf)
+    new_scores = jnp.where(is_eos_Bx2K & in_beam_1x2K, new_scores, -jnp.inf)
     finished_tokens, finished_scores = _keep_best(
         state.finished_tokens_BxKxT, state.finished_scores_BxK, tokens_Bx2KxT, new_scores,
         beams=beams)

@@ -19,9 +19,17 @@ import seqio
 from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
-
-from p5_jax import (eval_baselines, eval_lengths, eval_results, evaluation, gin_bindings, inference,
-                    partitioning, paths)
+from p5_jax import (
+    eval_baselines,
+    eval_lengths,
+    eval_results,
+    evaluation,
+    gin_bindings,
+    inference,
+    partitioning,
+    paths,
+    sequence_options,
+)
 from p5_tasks import catalog
 
 gin_bindings.define_flags()
@@ -58,6 +66,13 @@ def data_flags(dataset: str) -> dict:
     return flags
 
 
+def _use_max_history(max_history: int | None, directory) -> int:
+    try:
+        return sequence_options.use_for_checkpoint(max_history, directory)
+    except ValueError as error:
+        raise gin_bindings.JobError(f"evaluate.max_history: {error}") from error
+
+
 def _output_dir(base: str, protocol: str, protocol_names) -> str:
     return base if len(protocol_names) == 1 else os.path.join(base, protocol)
 
@@ -73,12 +88,15 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
              candidate_chunk_size: int = 0,
              max_attention_cells: int = evaluation.ATTENTION_CELLS, seed: int = 0,
              sentencepiece_model_file: str | None = None, title: str | None = None,
-             on_truncation: str = "error", show_progress: bool = True) -> dict:
+             on_truncation: str = "error", max_history: int | None = None,
+             show_progress: bool = True) -> dict:
     """Restores the parameters, decodes every task under each protocol, writes the reports
     (into `output_dir`, or `output_dir/<protocol>` for several protocols); returns written paths.
 
     `on_truncation`: "error" stops at a task whose input length drops candidates or history
-    items; "warn" evaluates it and records the ids shown (see p5_jax.eval_lengths)."""
+    items; "warn" evaluates it and records the ids shown (see p5_jax.eval_lengths).
+    `max_history`: history items a sequential prompt shows; default the length the checkpoint's
+    run trained with (its MODEL_DIR/sequences.json), else 20."""
     p5_tasks.require_known(mixture_or_task_name, several=True, error=gin_bindings.JobError)
     task_feature_lengths = gin_bindings.require_feature_lengths(task_feature_lengths)
     eval_lengths.check_policy(on_truncation, name="evaluate.on_truncation",
@@ -89,6 +107,7 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel,
                                   devices=jax.local_devices())
     directory = inference.checkpoint_dir(checkpoint_path)
+    max_history = _use_max_history(max_history, directory)
     model = gin_bindings.model_for_checkpoint(directory, lambda: _vocabulary(names[0]),
                                               sentencepiece_model_file=sentencepiece_model_file)
     params, step = inference.restore_params(
@@ -113,7 +132,7 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
                 "max_users_per_task": max_users_per_task, "seed": seed, "num_beams": num_beams,
                 "task_feature_lengths": dict(task_feature_lengths),
                 "fit_candidates": fit_candidates, "on_truncation": on_truncation,
-                "zero_shot_domain": zero_shot_domain}
+                "zero_shot_domain": zero_shot_domain, "max_history": max_history}
     base = output_dir or os.path.join(checkpoint_path, "eval", mixture_or_task_name)
     if jax.process_index() != 0:
         return {}

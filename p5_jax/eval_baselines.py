@@ -10,6 +10,7 @@ are the same for every prompt of a family; only the wording differs):
   (train) when a cached model exists (`python -m p5_jax.baselines --dataset NAME` trains it; it is
   never trained here), ranking every item after the same whole history, the same items skipped;
 - direct: the user's candidates ranked by training popularity, from a prompt that carries them;
+  its ranking metrics are withheld where the model's are (too few candidates shown);
 - rating: the training mean rating on a star-rating prompt, and the majority like/dislike of the
   training ratings (rating >= 4 is like) on a like prompt.
 Candidates are the ids each example carries (never parsed back from text); every metric gets
@@ -17,6 +18,7 @@ the same per-user bootstrap interval as the model's rows.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from p5_jax import baselines, intervals, metrics, report
@@ -73,11 +75,23 @@ def _sasrec(task_output: TaskOutput, *, ranker, full_histories, seed) -> dict:
     return _scored("ranking", metrics.ranking_metrics, rows, predictions, seed=seed)
 
 
+def _withheld_as_model(task_output: TaskOutput, values: dict) -> dict:
+    """`values` with the ranking metrics withheld (NaN, no intervals) where the model's are: the
+    input length left too few candidates shown to rank (see `evaluation.candidate_check`)."""
+    model = task_output.result.metrics
+    if not any(k.startswith("hr@") and math.isnan(v) for k, v in model.items()):
+        return values
+    return {k: (math.nan if k.startswith(("hr@", "ndcg@")) else v) for k, v in values.items()
+            if k != report.INTERVALS}
+
+
 def _direct(task_output: TaskOutput, *, counts, seed) -> dict:
+    """Shown candidates ranked by popularity, withheld with the model's ranking metrics."""
     rows = task_output.rows
     predictions = baselines.most_popular_candidates(
         counts=counts, candidates=[row["candidates"] for row in rows])
-    return _scored("ranking", metrics.ranking_metrics, rows, predictions, seed=seed)
+    return _withheld_as_model(task_output, _scored("ranking", metrics.ranking_metrics, rows,
+                                                   predictions, seed=seed))
 
 
 def _mean_rating(task_output: TaskOutput, *, ratings, seed) -> dict:

@@ -9,7 +9,6 @@ input, target, raw output, parsed target and prediction per example). One datase
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 
@@ -64,23 +63,13 @@ def decoding_lines(outputs: Sequence[TaskOutput]) -> list[str]:
     return lines + [""]
 
 
-def _json_value(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    return value
-
-
 def write_predictions(out_dir: pathlib.Path, outputs: Sequence[TaskOutput]) -> pathlib.Path:
     folder = out_dir / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     for output in outputs:
         with open(folder / f"{output.plan.task}.jsonl", "w", encoding="utf-8") as file:
             for row in output.rows:
-                file.write(json.dumps(_json_value(row)) + "\n")
+                file.write(json.dumps(report.json_safe(row)) + "\n")
     return folder
 
 
@@ -92,8 +81,8 @@ def _write_dataset(out_dir: pathlib.Path, *, dataset: str, outputs: Sequence[Tas
                                 title=title)
     payload = json.loads(paths["json"].read_text())
     payload["protocol"] = {"name": protocol, "description": protocols.DESCRIPTIONS[protocol]}
-    payload["settings"] = _json_value(dict(settings))
-    payload["data"] = _json_value(dict(flags))
+    payload["settings"] = report.json_safe(dict(settings))
+    payload["data"] = report.json_safe(dict(flags))
     payload["decoding"] = {o.plan.task: o.plan.decoding for o in outputs}
     paths["json"].write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     body = paths["markdown"].read_text().split("\n")

@@ -16,7 +16,7 @@ import ctypes
 import dataclasses
 import gc
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import seqio
@@ -24,9 +24,19 @@ import tensorflow as tf
 from absl import logging
 from tqdm.auto import tqdm
 
-from p5_jax import (eval_lengths, group_beam_predict, inference, intervals, metrics, multihost,
-                    postprocessors, protocols, report, scoring)
-from p5_jax.prefix_trie import ExcludingTrie
+from p5_jax import (
+    eval_lengths,
+    group_beam_predict,
+    inference,
+    intervals,
+    metrics,
+    multihost,
+    postprocessors,
+    protocols,
+    report,
+    scoring,
+)
+from p5_jax.prefix_trie import ExcludingTrie, PrefixTrie
 from p5_jax.protocols import BEAM, CANDIDATES, FREE_BEAM, GREEDY, GROUP_BEAM, YES_RANK
 from p5_tasks import catalog, prompts, registration
 from p5_tasks.rendering import DROPPED
@@ -145,7 +155,7 @@ class ItemIndex:
     `excluded`: user id -> the items constrained beams leave out for that user (the exact
     protocol's whole history, the items the baselines leave out too)."""
     tokens: Mapping[str, tuple[int, ...]]
-    trie: object
+    trie: PrefixTrie
     max_length: int
     excluded: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
 
@@ -376,15 +386,22 @@ def decode_examples(*, predictor, plan: TaskPlan, examples: Sequence[dict], voca
     return outputs
 
 
+def _needed(items: ItemIndex | None, plan: TaskPlan) -> ItemIndex:
+    """The item index, which item decodings cannot do without."""
+    if items is None:
+        raise ValueError(f"{plan.task}: {plan.decoding} decoding needs the dataset's item index")
+    return items
+
+
 def _decode_batch(*, predictor, plan: TaskPlan, batch: dict, examples: Sequence[dict],
                   vocabulary, items: ItemIndex | None, config: EvalConfig) -> list:
     count = len(examples)
     if plan.decoding in (BEAM, FREE_BEAM):
-        return _beam_outputs(predictor, batch, examples, vocabulary=vocabulary, items=items,
+        return _beam_outputs(predictor, batch, examples, vocabulary=vocabulary, items=_needed(items, plan),
                              config=config, constrained=plan.decoding == BEAM)
     if plan.decoding == CANDIDATES:
         return _candidate_outputs(predictor, batch, examples, vocabulary=vocabulary,
-                                  items=items, config=config)
+                                  items=_needed(items, plan), config=config)
     if plan.decoding == YES_RANK:
         return _yes_outputs(predictor, batch, count, vocabulary=vocabulary, config=config)
     if plan.decoding == GROUP_BEAM:
@@ -435,6 +452,7 @@ def _interval_kind(plan: TaskPlan) -> str | None:
 def score_rows(task: seqio.Task, plan: TaskPlan, rows: Sequence[dict], *,
                config: EvalConfig) -> tuple[dict, dict]:
     """(metrics, intervals) of the rows; each row gains its parsed `target` and `prediction`."""
+    postprocess: Callable[..., object]
     if plan.decoding in protocols.RANKING_DECODINGS:
         postprocess, metric_fns = postprocessors.item_list_postprocessor, [metrics.ranking_metrics]
     else:
@@ -486,7 +504,8 @@ def fitting_length(plan: TaskPlan, *, vocabulary, items: ItemIndex | None) -> in
         vocabulary=vocabulary, item_ids=catalog.item_ids(plan.dataset))
     return eval_lengths.needed_input_length(
         plan.prompt, vocabulary=vocabulary, item_tokens=tokens,
-        users=catalog.users(plan.dataset), num_candidates=offered_candidates(plan.dataset))
+        users=catalog.users(plan.dataset), num_candidates=offered_candidates(plan.dataset),
+        max_history=registration.registered_spec(plan.dataset).max_history)
 
 
 def _truncation_text(examples: Iterable[Mapping], *, plan: TaskPlan, vocabulary,
@@ -504,7 +523,8 @@ def _decoded_rows(examples: Iterator[dict], *, predictor, plan: TaskPlan, vocabu
 
     Several processes share the batches round-robin (each decodes its own on its own devices)
     and gather the rows, in order, on every process."""
-    mine, skipped = [], []  # rows of this process's batches; list cuts of the others'
+    mine: list[list[dict]] = []  # rows of this process's batches
+    skipped: list[dict] = []  # list cuts of the others'
     bar = tqdm(desc=f"{plan.task} ({plan.protocol})", unit="ex", disable=not config.progress,
                leave=False)
     for index, chunk in enumerate(_chunks(examples, config.batch_size)):
@@ -555,7 +575,9 @@ def evaluate_task(*, predictor, plan: TaskPlan, vocabulary, items: ItemIndex | N
         input_length=input_length)
     if plan.decoding == YES_RANK:
         rows = rank_probes(rows)
-    values, bounds, notes = {"count": 0.0}, {}, []
+    values: dict = {"count": 0.0}
+    bounds: dict = {}
+    notes: list[str] = []
     if rows:
         values, bounds = score_rows(task, plan, rows, config=config)
     if rows and plan.list_slots:

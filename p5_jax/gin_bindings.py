@@ -93,19 +93,20 @@ def _gin_flag(name: str, value) -> str:
         f"--gin.T5Config.{name}={text}"
 
 
+def _preset_match(config, fields, size_file, make, layer_file) -> tuple[tuple[int, int], list[str], list[str]]:
+    """((flags for differing fields, files), gin files, differing fields) of one shipped preset."""
+    preset = make(**(T5_1_1_LAYERS if layer_file else {}))
+    rest = _differing(config, preset, fields)
+    files = [size_file] + ([layer_file] if layer_file else [])
+    return (len(rest), len(files)), files, rest
+
+
 def gin_model_flags(config: network.T5Config, *, fields: Sequence[str] = HF_FIELDS) -> str:
     """The shipped model files (plus T5Config bindings for what they do not cover) that give
     `config`'s architecture, e.g. "--gin_file=gin/models/small.gin"."""
-    best = None
-    for size_file, make in SIZE_FILES:
-        for layer_file in (None, T5_1_1_FILE):
-            preset = make(**(T5_1_1_LAYERS if layer_file else {}))
-            rest = _differing(config, preset, fields)
-            files = [size_file] + ([layer_file] if layer_file else [])
-            key = (len(rest), len(files))
-            if best is None or key < best[0]:
-                best = (key, files, rest)
-    _, files, rest = best
+    matches = (_preset_match(config, fields, size_file, make, layer_file)
+               for size_file, make in SIZE_FILES for layer_file in (None, T5_1_1_FILE))
+    _, files, rest = min(matches, key=lambda match: match[0])  # the first of the fewest extra flags
     return " ".join([f"--gin_file={name}" for name in files] +
                     [_gin_flag(name, getattr(config, name)) for name in rest])
 
@@ -132,7 +133,7 @@ def build_model(vocabulary) -> models.EncoderDecoderModel:
 def checkpoint_config(*, subject: str, path, directory, step: int) -> network.T5Config:
     """The architecture of the train state saved at `directory`/`step`, which the user named
     `subject` `path` (e.g. CHECKPOINT_PATH /runs/x); an unreadable one is a `JobError`."""
-    from p5_jax import checkpoints, hf_weights  # noqa: deferred
+    from p5_jax import checkpoints, hf_weights  # deferred
 
     try:
         return hf_weights.config_from_param_shapes(
@@ -164,7 +165,8 @@ def model_for_checkpoint(directory, vocabulary_fn, *,
     tasks were pointed at `sentencepiece_model_file`, else at the SentencePiece model its run
     recorded (MODEL_DIR/spiece.model), if any. `vocabulary_fn` returns the tasks' vocabulary
     once that is done; it must fit the checkpoint's embedding rows."""
-    from p5_jax import checkpoints, vocabulary as p5_vocabulary  # noqa: deferred
+    from p5_jax import checkpoints  # deferred
+    from p5_jax import vocabulary as p5_vocabulary
 
     try:
         resolved, step = inference.resolve_checkpoint(directory)
@@ -240,8 +242,8 @@ def resolve_gin_file(name: str, *, search_paths: Sequence[str] = ()) -> str:
     `runs/x.gin` as a Python package `runs` and fails when the working directory has a `runs/`
     folder of outputs.
     """
-    candidates = [pathlib.Path(name)] + [pathlib.Path(root) / name
-                                         for root in (*search_paths, GIN_DIR, REPO_ROOT)]
+    roots: list[str | pathlib.Path] = [*search_paths, GIN_DIR, REPO_ROOT]
+    candidates = [pathlib.Path(name)] + [pathlib.Path(root) / name for root in roots]
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate.resolve())
@@ -355,7 +357,8 @@ def start_job(argv: Sequence[str], *, distributed: bool = True) -> None:
     """The common start of train/eval/infer: no stray arguments, a quiet console, the
     multi-host set-up (when `distributed`), then the gin files and bindings from the flags."""
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise JobError(f"unexpected arguments {argv[1:]}: flags are --NAME=VALUE, gin bindings "
+                       "--gin.NAME=VALUE")
     quiet_console()
     if distributed:
         partitioning.initialize_distributed(os.environ)
@@ -364,13 +367,12 @@ def start_job(argv: Sequence[str], *, distributed: bool = True) -> None:
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl's flag parsing, with t5x-style `--gin.NAME=VALUE` accepted (a malformed one is an
-    `error:` line)."""
+    """absl's flag parsing, with t5x-style `--gin.NAME=VALUE` accepted; a malformed, unknown or
+    ill-valued flag is an `error:` line."""
     try:
-        argv = rewrite_gin_args(argv)
-    except ValueError as error:
+        return flags.FLAGS(rewrite_gin_args(argv))
+    except (ValueError, flags.Error) as error:
         sys.exit(cli_errors.handle(error, debug="--debug" in argv))
-    return app.parse_flags_with_usage(argv)
 
 
 def run_entry_point(main) -> None:

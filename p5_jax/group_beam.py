@@ -211,7 +211,9 @@ def _advance(state: _State, log_probs_BxKxV, new_cache, *, config: GroupBeamConf
         present_BxKxV = token_presence(
             state.beams.tokens.reshape(batch * beams, -1), step=state.step,
             start_N=jnp.repeat(start_B, beams), vocab_size=vocab).reshape(batch, beams, vocab)
-    finished, groups, origins = state.finished, [], []
+    finished = state.finished
+    groups: list[_Beams] = []
+    origins: list[jax.Array] = []
     for g in range(config.searched_groups):
         rows = slice(g * size, (g + 1) * size)
         scores = log_probs_BxKxV[:, rows]
@@ -262,7 +264,7 @@ def _add_finished(finished: _Finished, candidates: _Candidates, *, step,
     size = candidates.scores_Bx2S.shape[1] // 2
     cur_len = (step + 1).astype(jnp.float32)
     active_B = ~finished.done_B
-    ends = ((candidates.tokens_Bx2S == eos_id) & (jnp.arange(2 * size) < size)
+    ends = ((candidates.tokens_Bx2S == eos_id) & (jnp.arange(2 * size) < size)[None, :]
             & active_B[:, None])
     hyp_scores = jnp.where(ends, candidates.scores_Bx2S / cur_len ** config.length_penalty,
                            -jnp.inf)

@@ -7,14 +7,12 @@ with the batch split over the mesh's data axis and the result replicated, as `Pr
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import weakref
 from collections.abc import Mapping
 
 import jax
 import numpy as np
-from flax import linen as nn
 
 from p5_jax import group_beam, models, partitioning
 from p5_jax.network import Transformer
@@ -56,22 +54,13 @@ def _jitted(predictor, config: group_beam.GroupBeamConfig):
 
 def _put_batch(mesh, batch: Mapping[str, np.ndarray]) -> dict:
     """Global arrays split over the data axis from the same host value on every process."""
-    sharding = partitioning.batch_sharding(mesh)
-    out = {}
-    for key in _BATCH_KEYS:
-        if key in batch:
-            array = np.asarray(batch[key])
-            out[key] = jax.make_array_from_callback(array.shape, sharding,
-                                                    lambda index, a=array: a[index])
-    return out
+    return partitioning.global_batch_arrays(batch, partitioning.batch_sharding(mesh), _BATCH_KEYS)
 
 
 def decode(predictor, batch: Mapping[str, np.ndarray], *,
            config: group_beam.GroupBeamConfig) -> np.ndarray:
     """Tokens int32 [B, T] (numpy) of each example's best hypothesis, on `predictor`'s mesh."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(jax.set_mesh(predictor.mesh))
-        stack.enter_context(nn.logical_axis_rules(predictor.rules))
+    with partitioning.sharding_context(predictor.mesh, predictor.rules):
         tokens, _ = _jitted(predictor, config)(predictor.params,
                                                _put_batch(predictor.mesh, batch))
     return np.asarray(tokens)

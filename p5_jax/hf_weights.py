@@ -168,7 +168,7 @@ def _norm(hf_name, our_prefix):
 
 def tensor_map(config: T5Config) -> list[tuple[str, tuple[str, ...], bool]]:
     """(HF tensor name, our parameter path, transpose?) for every network parameter."""
-    entries = [("shared.weight", ("token_embedder",), False)]
+    entries: list[tuple[str, tuple[str, ...], bool]] = [("shared.weight", ("token_embedder",), False)]
     if not config.tie_embeddings:
         entries.append(("lm_head.weight", ("logits_dense",), True))
     for side in ("encoder", "decoder"):

@@ -7,7 +7,6 @@ numpy arrays, so every host can compute metrics.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 from collections.abc import Iterable, Mapping
@@ -19,8 +18,8 @@ from flax import linen as nn
 
 from p5_jax import checkpoints, id_text, partitioning, scoring
 from p5_jax.prefix_trie import PrefixTrie
+from p5_jax.token_ids import EOS_ID
 
-EOS_ID = 1
 ITEM_PREFIX = id_text.ITEM_PREFIX
 
 
@@ -114,20 +113,13 @@ class Predictor:
     def data_size(self) -> int:
         return partitioning.data_parallel_size(self.mesh)
 
-    def _context(self):
-        stack = contextlib.ExitStack()
-        stack.enter_context(jax.set_mesh(self.mesh))
-        stack.enter_context(nn.logical_axis_rules(self.rules))
-        return stack
-
     def _put(self, array: np.ndarray):
         """A global array split over the data axis from the same host value on every process."""
         array = np.asarray(array)
         if array.shape[0] % self.data_size:
             raise ValueError(f"batch of {array.shape[0]} rows does not split over the data axis "
                              f"of size {self.data_size}")
-        return jax.make_array_from_callback(array.shape, self._batch_sharding,
-                                            lambda index: array[index])
+        return partitioning.global_array(array, self._batch_sharding)
 
     def _put_batch(self, batch: Mapping[str, np.ndarray]) -> dict:
         keys = ("encoder_input_tokens", "encoder_whole_word_ids")
@@ -145,7 +137,7 @@ class Predictor:
     def beam_search(self, batch, *, num_decodes: int, max_decode_length: int,
                     alpha: float = 0.6, trie: PrefixTrie | None = None):
         """(tokens int32 [B, K, T], scores float32 [B, K]) as numpy, best first."""
-        with self._context():
+        with partitioning.sharding_context(self.mesh, self.rules):
             tokens, scores = self._beam(self.params, self._put_batch(batch), trie,
                                         num_decodes=num_decodes, alpha=alpha,
                                         max_decode_length=max_decode_length)
@@ -160,7 +152,7 @@ class Predictor:
     def score_candidates(self, batch, candidates_BxCxT: np.ndarray, *,
                          chunk_size: int = 0) -> np.ndarray:
         """log p(candidate | input), float32 [B, C] (see `p5_jax.scoring`)."""
-        with self._context():
+        with partitioning.sharding_context(self.mesh, self.rules):
             scores = self._score(self.params, self._put_batch(batch),
                                  self._put(candidates_BxCxT), chunk_size=chunk_size)
         return np.asarray(scores)

@@ -38,7 +38,7 @@ STREAM_KEY = "stream"
 CHUNK = 64              # draws of a task preprocessed together (resuming redoes at most one)
 _FOREVER = 2 ** 62
 _LOAD_BATCH = 65536
-_META_SHAPES = {"task": [], "chunk": [], "taken": []}
+_META_SHAPES: dict[str, list[int]] = {"task": [], "chunk": [], "taken": []}
 _MIXTURE_SALT, _PERMUTATION_SALT = 1, 2
 
 
@@ -253,7 +253,8 @@ class GlobalBatches(Iterator[dict[str, np.ndarray]]):
         self._stream, self._batch_size = stream, batch_size
         self._batches, self._replay = 0, 0
         self._pending: StreamState | None = StreamState()
-        self._windows = self._rows = None
+        self._windows: Iterator | None = None  # (rows, meta) per window, opened by _start
+        self._rows: dict[str, np.ndarray] = {}
         self._state = StreamState()        # window, row and task positions at its start
         self._after: dict = {}             # task positions after the current window
 
@@ -286,12 +287,13 @@ class GlobalBatches(Iterator[dict[str, np.ndarray]]):
         return len(next(iter(self._rows.values())))
 
     def _load(self, state: StreamState) -> None:
+        assert self._windows is not None, "_start opens the windows"
         self._rows, meta = next(self._windows)
         self._state = state
         self._after = _advance(state.tasks, self._stream.task_names, meta)
 
-    def _start(self) -> None:
-        state, self._pending = self._pending, None
+    def _start(self, state: StreamState) -> None:
+        self._pending = None
         self._windows = self._stream.windows(state).as_numpy_iterator()
         self._load(state)
         for _ in range(self._replay):
@@ -300,7 +302,7 @@ class GlobalBatches(Iterator[dict[str, np.ndarray]]):
 
     def __next__(self) -> dict[str, np.ndarray]:
         if self._pending is not None:
-            self._start()
+            self._start(self._pending)
         parts, need = [], self._batch_size
         while need:
             if self._state.row == self._num_rows():

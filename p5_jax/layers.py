@@ -113,7 +113,7 @@ class RMSNorm(nn.Module):
         x32 = x.astype(jnp.float32)
         variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
         normed = x32 * jax.lax.rsqrt(variance + self.epsilon)
-        return (normed * scale).astype(self.dtype)
+        return (normed * scale.reshape((1,) * (x.ndim - 1) + scale.shape)).astype(self.dtype)
 
 
 def relative_position_bucket(relative_position, *, bidirectional: bool, num_buckets: int,

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 
@@ -15,6 +14,7 @@ DEFAULT_LENGTHS = {"inputs": 512, "targets": 64}
 
 def p5_names() -> tuple[list[str], list[str]]:
     import seqio
+
     import p5_tasks  # noqa: F401  (registers)
 
     tasks = sorted(n for n in seqio.TaskRegistry.names() if n.startswith("p5_"))
@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     from p5_jax import cli_errors
     from p5_jax.tf_setup import quiet_tensorflow
     quiet_tensorflow()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli_errors.ArgumentParser(prog="python -m p5_jax.list_tasks",
+                                       description=__doc__.splitlines()[0])
     parser.add_argument("--show", metavar="NAME", help="print rendered examples of a task/mixture")
     parser.add_argument("--split", default="train", choices=("train", "validation", "test"))
     parser.add_argument("--num", type=int, default=3)

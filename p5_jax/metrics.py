@@ -33,7 +33,7 @@ def _unparseable_counts(num_unparseable: int, total: int) -> dict[str, float]:
 def rating_errors(targets: Sequence[float], predictions: Sequence[float | None]) -> list:
     """Per example clip(prediction, 1, 5) - target, or None where the prediction did not parse."""
     _check_pair(targets, predictions)
-    errors = []
+    errors: list[float | None] = []
     for target, prediction in zip(targets, predictions):
         if target is None:
             raise ValueError("a rating target is None: its text did not parse")
@@ -108,7 +108,7 @@ def ranking_per_example(targets, predictions, *, ks: Sequence[int] = RANKING_KS
     if not ks or any(k < 1 for k in ks):
         raise ValueError(f"ks must be positive cut-offs, got {ks!r}")
     ks = tuple(dict.fromkeys(ks))
-    values = {f"{name}@{k}": [] for k in ks for name in ("hr", "ndcg")}
+    values: dict[str, list[float]] = {f"{name}@{k}": [] for k in ks for name in ("hr", "ndcg")}
     num_empty = 0
     for target, ranked in zip(targets, predictions):
         if isinstance(ranked, (str, bytes)):

@@ -15,8 +15,7 @@ from flax import traverse_util
 from p5_jax import decoding
 from p5_jax.layers import STATIC_CACHE_NAMES
 from p5_jax.network import Transformer
-
-EOS_ID = 1
+from p5_jax.token_ids import EOS_ID
 
 
 def cross_entropy_with_logits(*, logits_BxTxV, targets_BxT, label_smoothing=0.0, z_loss=0.0):
@@ -30,7 +29,8 @@ def cross_entropy_with_logits(*, logits_BxTxV, targets_BxT, label_smoothing=0.0,
     vocab = logits.shape[-1]
     log_z = jax.nn.logsumexp(logits, axis=-1)
     # A one-hot select instead of take_along_axis: its gradient is elementwise, not a scatter.
-    is_target = jnp.arange(vocab, dtype=targets_BxT.dtype) == targets_BxT[..., None]
+    vocab_ids = jnp.arange(vocab, dtype=targets_BxT.dtype).reshape((1,) * targets_BxT.ndim + (vocab,))
+    is_target = vocab_ids == targets_BxT[..., None]
     target_log_probs = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1) - log_z
     if label_smoothing:
         confidence = 1.0 - label_smoothing

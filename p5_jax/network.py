@@ -14,8 +14,15 @@ import dataclasses
 import jax.numpy as jnp
 from flax import linen as nn
 
-from p5_jax.layers import (Dropout, FeedForward, MultiHeadAttention, RelativePositionBias,
-                           RMSNorm, boxed_param, constrain)
+from p5_jax.layers import (
+    Dropout,
+    FeedForward,
+    MultiHeadAttention,
+    RelativePositionBias,
+    RMSNorm,
+    boxed_param,
+    constrain,
+)
 
 FEED_FORWARDS = ("relu", "gated-gelu")
 

@@ -5,12 +5,13 @@ Parameters and activations carry logical axis names (see docs/ARCHITECTURE.md); 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
-from jax.experimental import mesh_utils
 import numpy as np
 from flax import linen as nn
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -102,16 +103,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+@contextlib.contextmanager
+def sharding_context(mesh: Mesh, rules) -> Iterator[None]:
+    """`mesh` and the logical axis `rules` in scope, so the network's activation constraints apply."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
+
+
 def global_batch_arrays(batch: Mapping[str, np.ndarray], sharding: NamedSharding,
                         keys: Sequence[str] | None = None) -> dict[str, jax.Array]:
     """Global arrays from the whole batch, which every process holds: each process places only
     the rows of its own devices, so the data does not depend on the number of processes."""
-    arrays = {}
-    for key in batch if keys is None else [k for k in keys if k in batch]:
-        value = np.asarray(batch[key])
-        arrays[key] = jax.make_array_from_callback(value.shape, sharding,
-                                                   lambda index, v=value: v[index])
-    return arrays
+    wanted = batch if keys is None else [k for k in keys if k in batch]
+    return {key: global_array(np.asarray(batch[key]), sharding) for key in wanted}
+
+
+def global_array(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from `value`, which every process holds whole; each places its own shards."""
+    return jax.make_array_from_callback(value.shape, sharding, value.__getitem__)
 
 
 def logical_shardings(abstract_tree, *, mesh: Mesh, rules=LOGICAL_AXIS_RULES):

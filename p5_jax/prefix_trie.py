@@ -33,7 +33,7 @@ class PrefixTrie:
     def from_sequences(cls, sequences: Iterable[Sequence[int]], *, vocab_size: int,
                        eos_id: int) -> "PrefixTrie":
         """Builds the trie; every sequence must end with `eos_id` and hold it nowhere else."""
-        children = [{}]  # node -> {token: child node}
+        children: list[dict[int, int]] = [{}]  # node -> {token: child node}
         count = 0
         for sequence in sequences:
             _check_sequence(sequence, vocab_size=vocab_size, eos_id=eos_id, index=count)
@@ -79,7 +79,8 @@ class PrefixTrie:
         """Tokens, children and validity of up to `max_degree` edges per state: [..., D]."""
         start = self.edge_start_N2[state]
         end = self.edge_start_N2[state + 1]
-        index = start[..., None] + jnp.arange(self.max_degree, dtype=jnp.int32)
+        offsets = jnp.arange(self.max_degree, dtype=jnp.int32).reshape((1,) * start.ndim + (-1,))
+        index = start[..., None] + offsets
         valid = index < end[..., None]
         index = jnp.minimum(index, self.edge_tokens_E.shape[0] - 1)
         return self.edge_tokens_E[index], self.edge_children_E[index], valid

@@ -1,8 +1,9 @@
 """Answers for one user of a prepared dataset: top-k items, a predicted rating, an explanation.
 
-- top-k: a next-item prompt (2-3 when registered) over the user's last 20 interactions, with
-  beam search constrained to the dataset's item ids; scores are the beams' length-normalised
-  log-probabilities, best first;
+- top-k: a next-item prompt (2-3 when registered) over the user's last interactions (as many
+  as the dataset's registered history length), with beam search constrained to the dataset's
+  item ids, the user's own items left out unless `exclude_seen` is False; scores are the beams'
+  length-normalised log-probabilities, best first;
 - rating: prompt 1-1 (user id, item id), greedy, parsed as a star rating;
 - explanation: prompt 3-8 ("rating , sentence" from the user's description and the item id), or
   3-6 (shown the predicted rating) when 3-8 is not registered; none for datasets without
@@ -26,7 +27,6 @@ from p5_jax import eval_lengths, evaluation, id_text, inference, postprocessors
 from p5_jax import vocabulary as p5_vocabulary
 from p5_tasks import catalog, prompts, registration
 
-HISTORY_LIMIT = 20
 SEQUENTIAL_PROMPTS = ("2-3", "2-1", "2-2", "2-4", "2-5", "2-6", "2-13")
 RATING_PROMPTS = ("1-1", "1-6")
 EXPLANATION_PROMPTS = ("3-8", "3-6")
@@ -137,11 +137,16 @@ def checked_encode(prompt: prompts.Prompt, values: dict, *, vocabulary, input_le
     return encode(text, vocabulary=vocabulary, input_length=input_length, rows=rows)
 
 
+def offered_history(dataset: str, history: Sequence[str]) -> list[str]:
+    """The newest ids of `history`, as many as the dataset's prompts show."""
+    return list(history)[-registration.registered_spec(dataset).max_history:]
+
+
 def _fitted_history(prompt, values, history, *, vocabulary, input_length,
                     truncation: Truncation) -> list[str]:
-    """The newest ids (at most 20) whose rendered input fits `input_length` tokens; the
-    dropped ones are reported to `truncation`."""
-    offered = list(history)[-HISTORY_LIMIT:]
+    """The newest ids of `history` (already cut to the offered ones) whose rendered input fits
+    `input_length` tokens; the dropped ones are reported to `truncation`."""
+    offered = list(history)
     history = offered
     while history and len(_tokens(render(prompt, {**values, "history": history}),
                                   vocabulary=vocabulary)) > input_length:
@@ -160,12 +165,14 @@ def top_items(*, predictor, vocabulary, dataset: str, values: dict, history: Seq
     prompt = registered_prompt(dataset, SEQUENTIAL_PROMPTS)
     if prompt is None:
         return None, [], []
-    history = _fitted_history(prompt, values, history, vocabulary=vocabulary,
-                              input_length=input_length, truncation=truncation)
+    history = _fitted_history(prompt, values, offered_history(dataset, history),
+                              vocabulary=vocabulary, input_length=input_length,
+                              truncation=truncation)
     batch = checked_encode(prompt, {**values, "history": history}, vocabulary=vocabulary,
                            input_length=input_length, rows=predictor.data_size,
                            truncation=truncation)
-    tokens, scores = predictor.beam_search(batch, num_decodes=top_k, trie=items.trie,
+    trie = items.constraint_for([values["user_id"]], rows=predictor.data_size)
+    tokens, scores = predictor.beam_search(batch, num_decodes=top_k, trie=trie,
                                            max_decode_length=items.max_length)
     ranked = []
     for k in range(tokens.shape[1]):
@@ -188,17 +195,18 @@ def rating_and_explanation(*, predictor, vocabulary, dataset: str, values: dict,
                            input_length: int, target_length: int,
                            truncation: Truncation) -> dict:
     """Predicted rating (1-1) and explanation (3-8 or 3-6) for values' user and item."""
-    answer = {"predicted_rating": None, "rating_text": None, "explanation": None}
+    answer: dict[str, object] = {"predicted_rating": None, "rating_text": None, "explanation": None}
     kwargs = dict(vocabulary=vocabulary, input_length=input_length, target_length=target_length,
                   truncation=truncation)
+    rating: float | None = None
     rating_prompt = registered_prompt(dataset, RATING_PROMPTS)
     if rating_prompt is not None:
         text = _greedy_text(predictor, rating_prompt, values, **kwargs)
-        answer.update(rating_text=text, predicted_rating=postprocessors.parse_rating(text))
+        rating = postprocessors.parse_rating(text)
+        answer.update(rating_text=text, predicted_rating=rating)
         answer["rating_prompt"] = rating_prompt.id
     explanation_prompt = registered_prompt(dataset, EXPLANATION_PROMPTS)
     if explanation_prompt is not None:
-        rating = answer["predicted_rating"]
         shown = {**values, "rating": str(int(round(min(max(rating or 5, 1), 5))))}
         text = _greedy_text(predictor, explanation_prompt, shown, **kwargs)
         if explanation_prompt.output == "rating_explanation":
@@ -210,7 +218,8 @@ def rating_and_explanation(*, predictor, vocabulary, dataset: str, values: dict,
 
 def recommend(*, predictor, vocabulary, root, dataset: str, user_id: str,
               item_id: str | None = None, top_k: int = 10, input_length: int = 512,
-              target_length: int = 64, on_truncation: str = "error") -> dict:
+              target_length: int = 64, on_truncation: str = "error",
+              exclude_seen: bool = True) -> dict:
     """The JSON-able answer for one user (see the module docstring)."""
     if top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
@@ -218,10 +227,11 @@ def recommend(*, predictor, vocabulary, root, dataset: str, user_id: str,
     dataset_dir = pathlib.Path(root) / dataset
     users, item_ids = read_users(dataset_dir), [str(i) for i in catalog.item_ids(dataset)]
     check_ids(users=users, items=item_ids, user_id=user_id, item_id=item_id, dataset=dataset)
-    items = evaluation.build_item_index(item_ids=item_ids, vocabulary=vocabulary,
-                                        vocab_size=predictor.vocab_size)
     values = {"user_id": user_id, "user_desc": users[user_id]}
     full_history = user_history(root=root, dataset=dataset, user_id=user_id)
+    items = evaluation.build_item_index(
+        item_ids=item_ids, vocabulary=vocabulary, vocab_size=predictor.vocab_size,
+        excluded={user_id: full_history} if exclude_seen else None)
     prompt, history, ranked = top_items(
         predictor=predictor, vocabulary=vocabulary, dataset=dataset, values=values,
         history=full_history, items=items, top_k=top_k, input_length=input_length,
@@ -229,7 +239,7 @@ def recommend(*, predictor, vocabulary, root, dataset: str, user_id: str,
     answer = {"dataset": dataset, "user_id": user_id, "user_desc": users[user_id],
               "history": history, "recommendations": ranked[:top_k],
               "recommendation_prompt": prompt.id if prompt else None,
-              "history_dropped": len(full_history[-HISTORY_LIMIT:]) - len(history)
+              "history_dropped": len(offered_history(dataset, full_history)) - len(history)
               if prompt else 0}
     target = item_id or (ranked[0]["item_id"] if ranked else None)
     answer.update(item_id=target, item_source="given" if item_id else "top recommendation")

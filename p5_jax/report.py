@@ -134,7 +134,7 @@ def _families(results: Sequence[TaskResult], baselines: Baselines) -> list[str]:
 def _columns(family: str, rows: Sequence[Mapping[str, float]]) -> list[str]:
     """The family's P5 metrics that some row has, then unparseable if any row reports it."""
     keys = set().union(*(row.keys() for row in rows)) if rows else set()
-    preferred = FAMILY_COLUMNS.get(family)
+    preferred: Sequence[str] | None = FAMILY_COLUMNS.get(family)
     if preferred is None:
         preferred = sorted(k for k in keys if k not in (UNPARSEABLE, "count", INTERVALS)
                            and not k.endswith("_rate"))
@@ -210,21 +210,21 @@ def family_means(results: Sequence[TaskResult], *, unseen: bool) -> dict[str, di
     return {f: {n: sum(v) / len(v) for n, v in m.items()} for f, m in sums.items()}
 
 
-def _json_safe(value):
-    """NaN and infinities become null so the file is strict JSON."""
+def json_safe(value):
+    """`value` for strict JSON: NaN and infinities become null, tuples lists, keys strings."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def results_json(*, dataset: str, results: Sequence[TaskResult],
                  baselines: Baselines | None = None,
                  loss_history: Sequence[tuple[int, float]] | None = None) -> dict:
-    return _json_safe({
+    return json_safe({
         "dataset": dataset,
         "tasks": [{"task": r.task, "family": r.family, "prompt": r.prompt, "unseen": r.unseen,
                    "metrics": dict(r.metrics),
@@ -258,9 +258,12 @@ def _error_bars(values, bounds, columns) -> list[list[float]]:
     below, above = [], []
     for value, column in zip(values, columns):
         low, high = (bounds.get(column) or (None, None))
-        known = low is not None and high is not None and math.isfinite(value)
-        below.append(max(value - float(low), 0.0) if known else 0.0)
-        above.append(max(float(high) - value, 0.0) if known else 0.0)
+        if low is None or high is None or not math.isfinite(value):
+            below.append(0.0)
+            above.append(0.0)
+        else:
+            below.append(max(value - float(low), 0.0))
+            above.append(max(float(high) - value, 0.0))
     return [below, above]
 
 

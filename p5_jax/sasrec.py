@@ -153,7 +153,7 @@ class SASRec(nn.Module):
         valid = (items != PAD)[..., None]
         length = items.shape[1]
         x = (self.item_embedding(items) * jnp.sqrt(float(self.hidden))
-             + self.position_embedding(jnp.arange(self.max_len - length, self.max_len)))
+             + self.position_embedding(jnp.arange(self.max_len - length, self.max_len))[None])
         x = self.input_dropout(x, deterministic=not train) * valid
         mask = nn.combine_masks(nn.make_causal_mask(items),
                                 nn.make_attention_mask(items != PAD, items != PAD))
@@ -409,6 +409,7 @@ def train(*, train_histories: Sequence[Sequence[str]],
         elif epoch - best["epoch"] >= settings.patience:
             break
     bar.close()
+    assert best is not None, "Settings holds max_epochs >= 1"
     return TrainResult(ranker=Ranker(settings=settings, items=items, params=best_params),
                        curve=curve, best_epoch=best["epoch"],
                        seconds=time.perf_counter() - started,

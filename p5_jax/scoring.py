@@ -16,9 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from p5_jax.network import Transformer
-
-PAD_ID = 0
-EOS_ID = 1
+from p5_jax.token_ids import EOS_ID, PAD_ID
 
 
 def shift_right(tokens_NxT: jax.Array) -> jax.Array:
@@ -91,7 +89,7 @@ def _tie_break(item_id: str) -> bytes:
     return hashlib.blake2b(item_id.encode(), digest_size=8).digest()
 
 
-def rank_by_scores(*, candidates: Sequence[str], scores: Sequence[float]) -> list[str]:
+def rank_by_scores(*, candidates: Sequence[str], scores: Sequence[float] | np.ndarray) -> list[str]:
     """Candidate ids best first.
 
     Ties (e.g. a model that scores everything alike) fall in a fixed hashed order of the ids,

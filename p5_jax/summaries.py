@@ -26,7 +26,7 @@ class TrainingLog:
                               disable=not (self.is_writer and show_progress), dynamic_ncols=True)
 
     def write_scalars(self, *, step: int, scalars: dict[str, float], prefix: str = "") -> None:
-        if not self.is_writer:
+        if self._writer is None:  # not the writing process
             return
         values = {f"{prefix}{name}": float(value) for name, value in scalars.items()}
         self._writer.write_scalars(step, values)

@@ -31,10 +31,21 @@ from absl import logging
 from flax import traverse_util
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
+from p5_jax import (
+    checkpoints,
+    gin_bindings,
+    hf_weights,
+    inference,
+    input_pipeline,
+    models,
+    network,
+    partitioning,
+    sequence_options,
+    summaries,
+    trainer,
+    vocabulary,
+)
 from p5_tasks import rates, registration
-
-from p5_jax import (checkpoints, gin_bindings, hf_weights, inference,
-                    input_pipeline, models, network, partitioning, summaries, trainer, vocabulary)
 
 gin_bindings.define_flags()
 
@@ -56,7 +67,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           keep_checkpoints: int = 3, sentencepiece_model_file: str | None = None,
           sequential_sampling: str = "p5", show_progress: bool = True, pack: bool = True,
           initial_checkpoint: str | None = None, on_bad_checkpoint: str = "fall_back",
-          item_tokens: bool = False, prompt_kind_weights: Mapping[str, float] | None = None):
+          item_tokens: bool = False, prompt_kind_weights: Mapping[str, float] | None = None,
+          max_history: int | None = None):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
 
     `initial_checkpoint`: a Hugging Face T5 folder or a p5-jax checkpoint to start from (see the
@@ -68,6 +80,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
 
     `sequential_sampling`: "p5" (targets from the last three training positions, as P5's code)
     or "all_prefixes" (any cut point: more distinct examples for small, data-hungry runs).
+    `max_history`: history items a sequential prompt shows (default 20, P5's); the run records
+    it in MODEL_DIR/sequences.json, and evaluation of its checkpoints follows.
 
     `pack`: several examples per row (first-fit packing, attention kept inside each example)
     for the training and validation batches, so `batch_size` counts rows; False gives one
@@ -83,8 +97,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     (one warning line each) or "stop" with one error line.
     """
     task_feature_lengths = gin_bindings.require_feature_lengths(task_feature_lengths)
-    if sequential_sampling != "p5":
-        registration.set_sequential_sampling(sequential_sampling)
+    _set_sequence_options(sampling=sequential_sampling, max_history=max_history)
     try:
         rates.set_kind_weights(prompt_kind_weights)
     except ValueError as error:
@@ -99,7 +112,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     vocabulary.use_item_tokens(item_tokens)
     if model_file:  # before the first tokenization
         vocabulary.use_sentencepiece_file(model_file)
-    trainer_class = trainer.Trainer
+    trainer_class: Callable[..., trainer.Trainer] = trainer.Trainer
     if start is not None and start.load_params is not None:
         trainer_class = functools.partial(_InitialCheckpointTrainer, start=start)
     schedule = gin_bindings.make_schedule(total_steps=train_steps)
@@ -119,6 +132,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
             stream(split="validation", shuffle=False), eval_steps))
     _write_operative_config(model_dir)
     _record_vocabulary(model_dir, mixture_or_task_name)
+    sequence_options.record(model_dir, mixture_or_task_name)
     log = summaries.TrainingLog(logdir=os.path.join(model_dir, "train"), total_steps=train_steps,
                                 show_progress=show_progress)
     with checkpoints.Checkpointer(directory=os.path.join(model_dir, "checkpoints"),
@@ -129,6 +143,15 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
                             eval_every=eval_every, eval_batches_fn=eval_fn)
     log.close()
     return state
+
+
+def _set_sequence_options(*, sampling: str, max_history: int | None) -> None:
+    if sampling == "p5" and max_history is None:
+        return
+    try:
+        registration.set_sequence_options(sampling=sampling, max_history=max_history)
+    except ValueError as error:
+        raise gin_bindings.JobError(f"train: {error}") from error
 
 
 def _cached_batches(make_batches):
@@ -283,6 +306,7 @@ class _InitialCheckpointTrainer(trainer.Trainer):
 
     def create_state(self, *, seed: int) -> trainer.TrainState:
         fresh = super().create_state(seed=seed)  # the whole-word table as a scratch run has it
+        assert self.start.load_params is not None, "only built for a start with parameters to load"
         loaded = self.start.load_params()
         params = traverse_util.flatten_dict(fresh.params)
         shardings = traverse_util.flatten_dict(self.state_shardings.params)
@@ -298,14 +322,13 @@ class _InitialCheckpointTrainer(trainer.Trainer):
                     f"INITIAL_CHECKPOINT {self.start.path}: {'/'.join(path)} has shape "
                     f"{array.shape}, the model {params[path].shape}.")
             array = np.asarray(array, params[path].dtype)
-            params[path] = jax.make_array_from_callback(
-                array.shape, shardings[path], lambda index, a=array: a[index])
+            params[path] = partitioning.global_array(array, shardings[path])
         params = traverse_util.unflatten_dict(params)
         init_optimizer = jax.jit(self.optimizer.init,
                                  out_shardings=self.state_shardings.opt_state)
         logging.info("Starting from INITIAL_CHECKPOINT %s: all parameters but the whole-word "
                      "table; new optimizer state, step 0.", self.start.path)
-        return fresh.replace(params=params, opt_state=init_optimizer(params))
+        return dataclasses.replace(fresh, params=params, opt_state=init_optimizer(params))
 
 
 def main(argv):

@@ -5,7 +5,7 @@ train step takes the state and a batch with NamedShardings and donates the old s
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -126,7 +126,7 @@ class Trainer:
 
     def create_state(self, *, seed: int) -> TrainState:
         """Initialises parameters and optimizer state directly into their shardings."""
-        with self._sharding_context():
+        with partitioning.sharding_context(self.mesh, self.rules):
             return self._jit_init(jax.random.PRNGKey(seed))
 
     def abstract_state(self) -> TrainState:
@@ -141,22 +141,15 @@ class Trainer:
         """The global batch (the same on every process) as arrays split over the data axis."""
         return partitioning.global_batch_arrays(batch, self.batch_sharding)
 
-    def _sharding_context(self):
-        """Mesh and logical rules in scope, so activation constraints in the network apply."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(jax.set_mesh(self.mesh))
-        stack.enter_context(nn.logical_axis_rules(self.rules))
-        return stack
-
     def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
         """One optimizer update; `state` is donated and must not be used afterwards."""
-        with self._sharding_context():
+        with partitioning.sharding_context(self.mesh, self.rules):
             return self._jit_train_step(state, batch)
 
     def train_step_flops(self, state: TrainState, batch) -> float | None:
         """Floating-point operations of one train step as XLA counts them (matmuls and every
         other op), or None where the backend gives no cost analysis. Compiles, runs nothing."""
-        with self._sharding_context():
+        with partitioning.sharding_context(self.mesh, self.rules):
             costs = self._jit_train_step.lower(state, batch).compile().cost_analysis()
         if isinstance(costs, (list, tuple)):  # older jax: one dict per computation
             costs = costs[0] if costs else None
@@ -165,7 +158,7 @@ class Trainer:
 
     def eval_step(self, params, batch) -> dict:
         """Summed loss, token and correct-token counts of one batch (no dropout)."""
-        with self._sharding_context():
+        with partitioning.sharding_context(self.mesh, self.rules):
             return self._jit_eval_step(params, batch)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -209,7 +202,7 @@ class Trainer:
         metrics["grad_norm"] = optax.global_norm(grads)
         if self.learning_rate_fn is not None:
             metrics["learning_rate"] = jnp.asarray(self.learning_rate_fn(state.step), jnp.float32)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        new_state = dataclasses.replace(state, step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 
     def _eval_step(self, params, batch):

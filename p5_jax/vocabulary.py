@@ -22,10 +22,11 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
-import seqio
 import sentencepiece as spm
+import seqio
 
 from p5_jax import id_text, paths
+from p5_jax.token_ids import EOS_ID, PAD_ID, UNK_ID
 
 DEFAULT_VOCAB_SIZE = 5000
 # Only these shipped datasets carry text (reviews, names, titles); beauty and toys hold ids only.
@@ -69,7 +70,7 @@ def train_sentencepiece(*, texts: Iterable[str], model_path: str | os.PathLike,
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_prefix=str(prefix),
             vocab_size=vocab_size + len(symbols), user_defined_symbols=list(symbols),
-            model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, split_digits=True,
+            model_type="unigram", pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1, split_digits=True,
             character_coverage=1.0, num_threads=1, input_sentence_size=0,
             shuffle_input_sentence=False, hard_vocab_limit=False, minloglevel=2,
             split_by_unicode_script=False)
@@ -82,7 +83,7 @@ def _strip_build_paths(model_file: pathlib.Path) -> None:
     """Blanks the temporary output prefix stored in the model, so equal corpora give equal bytes."""
     from sentencepiece import sentencepiece_model_pb2
 
-    proto = sentencepiece_model_pb2.ModelProto()
+    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]  # generated protobuf module
     proto.ParseFromString(model_file.read_bytes())
     proto.trainer_spec.model_prefix = ""
     model_file.write_bytes(proto.SerializeToString(deterministic=True))
@@ -117,7 +118,7 @@ def _manifests(root: pathlib.Path, datasets: Sequence[str]) -> list[dict]:
 def item_symbols(root: pathlib.Path, datasets: Sequence[str]) -> list[str]:
     """`▁item_<id>` for every item of the prepared `datasets`, sorted (ids shared across
     datasets share a piece)."""
-    ids = set()
+    ids: set[str] = set()
     for name in datasets:
         with open(root / name / "items.jsonl", encoding="utf-8") as file:
             ids.update(json.loads(line)["item_id"] for line in file)
@@ -166,6 +167,8 @@ class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
     Task registration must not touch data; the file is resolved only when a task tokenizes.
     """
 
+    _sentencepiece_model_file: str | None  # the base class's; None until first resolved
+
     def __init__(self, resolve_path: Callable[[], str | os.PathLike]):
         super().__init__(sentencepiece_model_file=None)
         self._resolve_path = resolve_path
@@ -177,15 +180,17 @@ class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
             return str(override)
         key = (str(paths.prepared_root()), _item_tokens)
         if key not in self._default_files:
-            import tensorflow as tf  # noqa: deferred; training reads prepared records eagerly
+            import tensorflow as tf  # deferred: training reads prepared records eagerly
             with tf.init_scope():    # even when first asked from inside a tf.data map
                 self._default_files[key] = str(self._resolve_path())
         return self._default_files[key]
 
-    def _ensure_file(self) -> None:
+    def _ensure_file(self) -> str:
         path = self._current_file()
         if path != self._sentencepiece_model_file:
-            self._sentencepiece_model_file, self._model = path, None
+            self._sentencepiece_model_file = path
+            self._model = None
+        return path
 
     def _model_context(self):
         self._ensure_file()
@@ -193,8 +198,7 @@ class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
 
     @property
     def sentencepiece_model_file(self) -> str:
-        self._ensure_file()
-        return self._sentencepiece_model_file
+        return self._ensure_file()
 
     def __eq__(self, other):
         return self is other or super().__eq__(other)

@@ -30,6 +30,8 @@ def _load_from(folder: pathlib.Path) -> None:
     """Makes `p5_tasks` the package in `folder` (an import returns sys.modules' entry)."""
     spec = importlib.util.spec_from_file_location(
         __name__, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the tasks package in {folder}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[__name__] = module
     spec.loader.exec_module(module)
@@ -41,18 +43,25 @@ def _import_dataset_modules() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
-if _checkout_tasks() is not None:
-    _load_from(_checkout_tasks())
+if (_checkout := _checkout_tasks()) is not None:
+    _load_from(_checkout)
 else:
     from p5_jax.tf_setup import quiet_tensorflow
 
     quiet_tensorflow()  # TensorFlow feeds the pipelines only: no GPUs, no start-up noise
 
     from p5_tasks import registration
-    from p5_tasks.registration import (ALL_DATASETS_MIXTURE, OUTPUT_FEATURES,  # noqa: F401
-                                       VOCABULARY, DatasetSpec, UnknownNameError,
-                                       register_all_datasets_mixture, register_dataset,
-                                       require_dataset, require_known)
+    from p5_tasks.registration import (  # noqa: F401
+        ALL_DATASETS_MIXTURE,
+        OUTPUT_FEATURES,
+        VOCABULARY,
+        DatasetSpec,
+        UnknownNameError,
+        register_all_datasets_mixture,
+        register_dataset,
+        require_dataset,
+        require_known,
+    )
 
     _import_dataset_modules()
     registration.register_prepared()   # also builds p5_all_datasets

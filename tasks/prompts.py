@@ -242,6 +242,6 @@ def vocabulary_texts() -> list[str]:
         texts.append(prompt.input_template.format(**_SAMPLE_SLOTS))
         texts.append(prompt.target_template.format(**_SAMPLE_SLOTS))
     for i in range(2000):
-        texts.append(f"{user_text(i)} : {item_text(i)} , {item_text(3 * i + 1)} -> "
-                     f"{item_text(7 * i + 2)} yes no like dislike {i % 5 + 1}")
+        texts.append(f"{user_text(str(i))} : {item_text(str(i))} , {item_text(str(3 * i + 1))} -> "
+                     f"{item_text(str(7 * i + 2))} yes no like dislike {i % 5 + 1}")
     return texts

@@ -20,7 +20,6 @@ import json
 from p5_jax import families, paths
 from p5_tasks.prompts import Prompt
 
-
 KINDS = ("next_item", "candidates", "yes_no", "other")
 _kind_weights: dict[str, float] = {}
 
@@ -48,7 +47,7 @@ def set_kind_weights(weights: dict[str, float] | None) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _counts(root: str, dataset: str) -> dict:
-    from p5_jax.data import prepare  # noqa: deferred
+    from p5_jax.data import prepare  # deferred
 
     folder = prepare.ensure_prepared(name=dataset, out_root=root)
     return json.loads((folder / "manifest.json").read_text())["counts"]

@@ -5,9 +5,9 @@ Names: task `p5_{dataset}_{family}_{prompt}` (`p5_beauty_sequential_2_3`), mixtu
 `p5_{dataset}_recommend` (the item families, sequential and direct, at P5's rates),
 `p5_{dataset}_unseen` (held-out prompts, evaluation only), `p5_{dataset}_zeroshot` (its Z
 prompts over item metadata, where it has them), and `p5_all_datasets`.
-Sequential training targets follow P5's code by default;
-`set_sequential_sampling("all_prefixes")` switches every registered dataset to any-cut-point
-targets (more distinct examples for small runs).
+Sequential training targets follow P5's code by default, and histories keep their last 20 items;
+`set_sequence_options(sampling="all_prefixes", max_history=50)` switches every registered
+dataset to any-cut-point targets (more distinct examples for small runs) and longer histories.
 
 A dataset registers from a `tasks/<name>.py` module (`register_dataset(SPEC)`) or, without one,
 from its prepared manifest.json (`register_prepared`); `require_known` turns an unknown name
@@ -53,6 +53,7 @@ class DatasetSpec:
     fields: frozenset
     num_candidates: int = pipelines.pre.NUM_CANDIDATES
     sequential_sampling: str = "p5"   # or "all_prefixes": see pre.next_item_from_prefix
+    max_history: int = pipelines.pre.MAX_HISTORY   # history items a prompt shows, newest kept
 
     def __post_init__(self):
         unknown = set(self.fields) - KNOWN_FIELDS
@@ -65,6 +66,8 @@ class DatasetSpec:
         if self.sequential_sampling not in known:
             raise ValueError(f"{self.name}: sequential_sampling must be one of {known}, "
                              f"got {self.sequential_sampling!r}")
+        if self.max_history < 1:
+            raise ValueError(f"{self.name}: max_history must be >= 1, got {self.max_history}")
 
 
 def task_name(dataset: str, prompt: prompts.Prompt) -> str:
@@ -89,7 +92,8 @@ def _add_task(spec: DatasetSpec, prompt: prompts.Prompt) -> str:
         name, source=sources.make_source(dataset=spec.name, kind=kind),
         preprocessors=pipelines.preprocessors(prompt, dataset=spec.name, kind=kind,
                                               num_candidates=spec.num_candidates,
-                                              sequential_sampling=spec.sequential_sampling),
+                                              sequential_sampling=spec.sequential_sampling,
+                                              max_history=spec.max_history),
         output_features=OUTPUT_FEATURES, postprocess_fn=postprocess_fn, metric_fns=metric_fns,
         shuffle_buffer_size=1000)
     return name
@@ -156,13 +160,18 @@ def register_all_datasets_mixture() -> None:
         _add_mixture(ALL_DATASETS_MIXTURE, tasks)
 
 
-def set_sequential_sampling(sampling: str) -> None:
+def set_sequence_options(*, sampling: str | None = None, max_history: int | None = None) -> None:
     """Re-registers every registered dataset with `sampling` ("p5" or "all_prefixes") for its
-    sequential training targets, and rebuilds `p5_all_datasets`. For entry points; call it
-    before building datasets."""
-    pipelines.pre.check_sequential_sampling(sampling)
+    sequential training targets and/or `max_history` history items per prompt (None keeps the
+    current value), and rebuilds `p5_all_datasets`. For entry points; call it before building
+    datasets."""
+    changes = {}
+    if sampling is not None:
+        changes["sequential_sampling"] = pipelines.pre.check_sequential_sampling(sampling)
+    if max_history is not None:
+        changes["max_history"] = max_history
     for spec in list(_SPECS.values()):
-        register_dataset(dataclasses.replace(spec, sequential_sampling=sampling),
+        register_dataset(dataclasses.replace(spec, **changes),
                          from_manifest=spec.name in _FROM_MANIFEST)
     register_all_datasets_mixture()
 

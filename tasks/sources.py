@@ -15,7 +15,7 @@ def _load(split, shuffle_files=False, seed=None, *, dataset: str, kind: str) -> 
     """Prepared records of one split (preparing a shipped dataset first if needed), each with
     `is_train`, which decides between sampled and fixed evaluation choices downstream."""
     del shuffle_files, seed  # Records keep their prepared order; tasks shuffle after mapping.
-    from p5_jax.data import prepare, tfds_builders  # noqa: deferred, heavy
+    from p5_jax.data import prepare, tfds_builders  # deferred: heavy
 
     root = paths.prepared_root()
     prepare.ensure_prepared(name=dataset, out_root=root)

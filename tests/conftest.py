@@ -1,4 +1,4 @@
-"""Test setup: 8 host CPU devices for sharding tests, and the --runslow flag."""
+"""Test setup: 8 host CPU devices for sharding tests, rank promotion as an error, and --runslow."""
 import os
 
 # Must happen before jax is imported anywhere.
@@ -6,7 +6,11 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Broadcasting arrays of different ranks must be spelled out (reshape / expand_dims / [None]).
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 def pytest_addoption(parser):

@@ -95,7 +95,7 @@ def _p5_base() -> dict:
 def _recbole_base() -> dict:
     folder = RAW / "ml100k"
     header, *rows = (folder / "ml-100k.inter").read_text().splitlines()
-    kept = {}  # the first 6 rows of each of the first 8 users
+    kept: dict[str, list[str]] = {}  # the first 6 rows of each of the first 8 users
     for row in rows:
         user = row.split("\t")[0]
         if user in kept or len(kept) < 8:
@@ -335,7 +335,8 @@ def shorten(case, rng) -> None:
         doc.lines = [b" ".join(line.split()[:3]) for line in doc.lines]
     else:
         header = _header_index(doc) if name in HEADERED else None
-        seen, kept = {}, []
+        seen: dict[str, int] = {}
+        kept: list[str] = []
         for index, line in enumerate(doc.lines):
             user = repr(_user_of(case.fmt, line))
             seen[user] = seen.get(user, 0) + 1

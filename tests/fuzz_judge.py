@@ -18,8 +18,7 @@ from unittest import mock
 from p5_jax.data import prepare
 from p5_jax.data.errors import BadLinePolicy
 
-from fuzz_cases import (DATAMAPS, HEADERED, NAME, PRIMARY, SECOND, Case, Doc, _header_index,
-                        _lenient_object, clean_case)
+from fuzz_cases import DATAMAPS, HEADERED, NAME, PRIMARY, SECOND, Case, Doc, _header_index, _lenient_object, clean_case
 
 
 @dataclasses.dataclass
@@ -87,7 +86,7 @@ def _judge(case, source, out, status, stderr, before) -> Outcome:
         return _judge_success(case, source, out / NAME)
     if _digest(out / NAME) != before:
         return Outcome("wrong", "a failed run changed the earlier dataset")
-    match = re.search(r"error: ([^\n]*)\nnothing was written\.", stderr)
+    match = re.search(r"^error: (.*) \(nothing was written\)$", stderr, re.MULTILINE)
     if status != 2 or match is None:
         return Outcome("unclear_error", f"exit status {status}, stderr:\n{stderr[-2000:]}")
     return _judge_error(case, source, match.group(1))
@@ -161,7 +160,7 @@ def _histories(case: Case, lines: list) -> dict:
         columns = [cell.partition(":")[0].strip() for cell in lines[0].split("\t")]
         rows = [[cell.strip() for cell in line.split("\t")] for line in lines[1:]]
         pairs = [(row[columns.index("user_id")], row[columns.index("item_id")]) for row in rows]
-    histories = {}
+    histories: dict[str, list[str]] = {}
     for user, item in pairs:
         histories.setdefault(user, []).append(item)
     return histories

@@ -5,21 +5,24 @@ Weights come from a numpy generator (the same on every machine), so the expected
 4.2.1, P5's version) need no stored weights. Pure numpy plus `p5_jax.hf_weights`: the fixture
 script imports this with transformers 4.2.1 on the path.
 """
+from typing import Any
+
 import numpy as np
 
 from p5_jax import hf_weights
 
-HF_CONFIG = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2,
-                 num_heads=4, relative_attention_num_buckets=16, dropout_rate=0.0,
-                 feed_forward_proj="relu", tie_word_embeddings=True, layer_norm_epsilon=1e-6,
-                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-EOS_ID = 1
+HF_CONFIG: dict[str, Any] = dict(
+    vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2,
+    num_heads=4, relative_attention_num_buckets=16, dropout_rate=0.0,
+    feed_forward_proj="relu", tie_word_embeddings=True, layer_norm_epsilon=1e-6,
+    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+EOS_ID = HF_CONFIG["eos_token_id"]
 INPUTS = np.array([[5, 9, 33, 7, 41, 1, 0, 0], [12, 3, 1, 0, 0, 0, 0, 0],
                    [60, 2, 2, 17, 8, 29, 50, 1], [44, 1, 0, 0, 0, 0, 0, 0],
                    [7, 7, 21, 1, 0, 0, 0, 0]], np.int64)
 # name -> HF generate arguments (besides num_return_sequences=1); "p5" is P5's explanation call
 # with HF's default max_length.
-CASES = {
+CASES: dict[str, dict[str, Any]] = {
     "p5": dict(num_beams=12, num_beam_groups=3, min_length=9, repetition_penalty=0.7,
                max_length=20),
     "p5_long": dict(num_beams=12, num_beam_groups=3, min_length=9, repetition_penalty=0.7,

@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from p5_jax import checkpoints, trainer
+
 from test_checkpoints import batches, dropout_trainer
 from test_trainer import make_trainer
 

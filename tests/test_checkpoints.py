@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from p5_jax import checkpoints, input_pipeline, trainer
+
 from test_trainer import make_batch, make_trainer
 
 BATCH = 8

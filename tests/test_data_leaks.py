@@ -7,12 +7,13 @@ histories (the sequential and direct families draw their training targets from t
 import pathlib
 
 import pytest
-from test_data_prepare import _decode
 
 from p5_jax.data import prepare, shipped, tfds_builders
 from p5_jax.data.assemble import assemble
 from p5_jax.data.errors import BadLinePolicy
 from p5_jax.data.records import SPLITS
+
+from test_data_prepare import _decode
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "data"
 MI_USERS = 1429

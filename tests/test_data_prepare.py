@@ -58,8 +58,8 @@ def test_amazon_manifest_and_tables(amazon_root):
 
 
 def test_sequence_records_follow_leave_one_out(amazon_root):
-    items = {json.loads(l)["raw_id"]: json.loads(l)["item_id"]
-             for l in (amazon_root / "tiny" / "items.jsonl").read_text().splitlines()}
+    items = {json.loads(line)["raw_id"]: json.loads(line)["item_id"]
+             for line in (amazon_root / "tiny" / "items.jsonl").read_text().splitlines()}
     train, validation, test = (_records(amazon_root, "sequences", s) for s in ("train", "validation", "test"))
     alice = [train[0], validation[0], test[0]]
     assert [r["user_desc"] for r in alice] == ["Alice"] * 3
@@ -83,8 +83,8 @@ def test_review_records_carry_explanations_and_metadata(amazon_root):
 
 
 def _raw_pairs(root, kind, split, target):
-    users = {json.loads(l)["user_id"]: json.loads(l)["raw_id"] for l in (root / "tiny" / "users.jsonl").open()}
-    items = {json.loads(l)["item_id"]: json.loads(l)["raw_id"] for l in (root / "tiny" / "items.jsonl").open()}
+    users = {json.loads(line)["user_id"]: json.loads(line)["raw_id"] for line in (root / "tiny" / "users.jsonl").open()}
+    items = {json.loads(line)["item_id"]: json.loads(line)["raw_id"] for line in (root / "tiny" / "items.jsonl").open()}
     return sorted((users[r["user_id"]], items[r[target]]) for r in _records(root, kind, split))
 
 
@@ -227,7 +227,8 @@ def test_cli_skip_bad_lines_reports_and_replaces_atomically(tmp_path, capsys):
     source.mkdir()
     for f in (FIXTURES / "p5_sequential").iterdir():
         (source / f.name).write_text(f.read_text())
-    (source / "sequential_data.txt").write_text((FIXTURES / "p5_sequential" / "sequential_data.txt").read_text() + "4\n")
+    original = (FIXTURES / "p5_sequential" / "sequential_data.txt").read_text()
+    (source / "sequential_data.txt").write_text(original + "4\n")
     args = ["--dataset", "tiny", "--source", str(source), "--format", "p5_sequential", "--out_dir",
             str(tmp_path / "out"), "--num_negatives", "1", "--indexing", "sequential_train"]
     assert prepare.main(args) != 0

@@ -5,8 +5,16 @@ import pytest
 from p5_jax.data.errors import DataError
 from p5_jax.data.negatives import sample_negatives
 from p5_jax.data.records import Interaction
-from p5_jax.data.splits import (aligned_review_split, default_dedupe, held_out_pairs_in_training, leave_one_out,
-                                leave_one_out_all, review_split, split_reviews, user_sequences)
+from p5_jax.data.splits import (
+    aligned_review_split,
+    default_dedupe,
+    held_out_pairs_in_training,
+    leave_one_out,
+    leave_one_out_all,
+    review_split,
+    split_reviews,
+    user_sequences,
+)
 
 
 def _events(user, items_and_times):

@@ -5,7 +5,6 @@ import pathlib
 import subprocess
 import sys
 
-import eval_data
 import pytest
 import seqio
 
@@ -13,6 +12,8 @@ import p5_tasks
 from p5_jax import gin_bindings, list_tasks
 from p5_jax.data import prepare
 from p5_tasks import registration
+
+import eval_data
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "data"
 SPORTS, SHOP = "sports", "shop"
@@ -121,11 +122,11 @@ def test_a_dataset_module_wins_over_the_manifest(root, tmp_path, monkeypatch):
 
 def test_switching_sequential_sampling_keeps_where_a_dataset_came_from(root):
     try:
-        registration.set_sequential_sampling("all_prefixes")
+        registration.set_sequence_options(sampling="all_prefixes")
         assert registration.registered_spec(SPORTS).sequential_sampling == "all_prefixes"
         assert registration.registered_from_manifest(SPORTS)
     finally:
-        registration.set_sequential_sampling("p5")
+        registration.set_sequence_options(sampling="p5")
 
 
 def test_manifest_without_fields_derives_them_from_counts():

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p5_jax import decoding
 from p5_jax.prefix_trie import ExcludingTrie, PrefixTrie
@@ -301,8 +302,9 @@ def test_excluding_trie_masks_by_hand():
 # ---- the real network: cached decoding equals full forward passes -----------------------------
 
 def _tiny_t5():
-    from p5_jax import models, network
     from flax import linen as nn
+
+    from p5_jax import models, network
     config = network.tiny_config(vocab_size=40, d_model=32, num_heads=2, d_kv=8, d_ff=64,
                                  num_encoder_layers=1,
                                  dropout_rate=0.0, whole_word_embeddings=0,

@@ -13,12 +13,14 @@ import pytest
 import seqio
 from absl import flags
 
-import eval_data
+import p5_tasks
+from p5_jax import baselines, gin_bindings, list_tasks, paths
 from p5_jax import eval as eval_entry
-from p5_jax import gin_bindings, list_tasks, paths
 from p5_jax import infer as infer_entry
 from p5_jax import train as train_entry
 from p5_jax.data import prepare
+
+import eval_data
 
 TASK = f"p5_{eval_data.DATASET}_sequential_2_3"
 TRAIN = ["--gin_file=runs/train.gin", "--gin_file=models/tiny.gin", "--gin.TRAIN_STEPS=1",
@@ -32,24 +34,42 @@ SHORT_LENGTHS = "--gin.TASK_FEATURE_LENGTHS={'inputs': 64}"
 env = eval_data.module_environment("entry_errors")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A MODEL_DIR holding one step of the model gin/models/tiny.gin gives (128 pieces)."""
-    model_dir = tmp_path_factory.mktemp("tiny_run")
+def tiny_run(model_dir, *, pieces: int):
+    """`model_dir` holding one step of the model gin/models/tiny.gin gives for `pieces`."""
     gin.clear_config()
     try:
         gin_bindings.parse_config(gin_files=["models/tiny.gin"], gin_bindings=[])
-        model = gin_bindings.build_model(seqio.PassThroughVocabulary(size=100))
+        model = gin_bindings.build_model(seqio.PassThroughVocabulary(size=pieces))
         eval_data.save_checkpoint(model=model, directory=model_dir / "checkpoints")
     finally:
         gin.clear_config()
     return model_dir
 
 
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A MODEL_DIR of gin/models/tiny.gin with 128 pieces (not the tasks' vocabulary)."""
+    return tiny_run(tmp_path_factory.mktemp("tiny_run"), pieces=100)
+
+
+@pytest.fixture(scope="module")
+def fitting_checkpoint(env, tmp_path_factory):
+    """A MODEL_DIR of gin/models/tiny.gin that fits the tasks' vocabulary."""
+    vocab = p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
+    return tiny_run(tmp_path_factory.mktemp("tiny_fit"), pieces=vocab.vocab_size)
+
+
 @pytest.fixture
 def user(env):
     from p5_jax import recommend
     return sorted(recommend.read_users(env / eval_data.DATASET))[0]
+
+
+def _exit_status(code: str | int | None) -> int:
+    """The process exit status of `SystemExit(code)`: None is 0, a message is 1."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
 
 
 def run_absl(main, *args: str) -> int:
@@ -59,11 +79,19 @@ def run_absl(main, *args: str) -> int:
     try:
         gin_bindings.report_job_errors(main)(gin_bindings.parse_flags(["prog", *args]))
     except SystemExit as exited:
-        return exited.code
+        return _exit_status(exited.code)
     finally:
         gin.clear_config()
         flags.FLAGS.unparse_flags()
     return 0
+
+
+def run_argparse(main, *args: str) -> int:
+    """The exit status of an argparse entry point's `main` on `args`."""
+    try:
+        return main(list(args))
+    except SystemExit as exited:
+        return _exit_status(exited.code)
 
 
 def error_line(capsys, status: int, *, last: bool = True) -> str:
@@ -191,10 +219,70 @@ def test_infer_unknown_or_unprepared_dataset_and_unknown_user(env, user, tmp_pat
     assert error_line(capsys, status).startswith("error: CHECKPOINT_PATH: no complete checkpoint")
 
 
+def test_infer_missing_user_unknown_flag_bad_value_stray_argument(capsys):
+    args = [*INFER, "--gin.CHECKPOINT_PATH='/x'"]
+    status = run_absl(infer_entry.main, *args)
+    assert error_line(capsys, status) == (
+        "error: --user=ID is required (a user id of the prepared DATASET)")
+    status = run_absl(infer_entry.main, *args, "--usr=1")
+    assert error_line(capsys, status).startswith("error: Unknown command line flag 'usr'")
+    status = run_absl(infer_entry.main, *args, "--user=1", "--top_k=many")
+    assert error_line(capsys, status).startswith("error: flag --top_k=many: ")
+    status = run_absl(infer_entry.main, *args, "--user=1", "17")
+    assert error_line(capsys, status) == (
+        "error: unexpected arguments ['17']: flags are --NAME=VALUE, gin bindings "
+        "--gin.NAME=VALUE")
+
+
 def test_debug_shows_the_infer_error():
     with pytest.raises(gin_bindings.JobError, match="unknown dataset 'nosuch'"):
         run_absl(infer_entry.main, *INFER, "--user=1", "--gin.CHECKPOINT_PATH='/x'",
                  "--gin.DATASET='nosuch'", "--debug")
+
+
+# -- an input length that drops history or candidates ------------------------------------------
+def test_infer_refuses_an_input_length_that_drops_history(fitting_checkpoint, user, capsys):
+    status = run_absl(infer_entry.main, *INFER, f"--user={user}",
+                      f"--gin.CHECKPOINT_PATH='{fitting_checkpoint}'",
+                      "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 16}")
+    line = error_line(capsys, status)
+    assert line.startswith(f"error: user {user}: input length 16 drops "), line
+    assert "history items of prompt 2-3; an input length of " in line
+    assert line.endswith("or answer with --gin.infer.on_truncation=\"'warn'\""), line
+
+
+def test_eval_refuses_an_input_length_that_drops_candidates(fitting_checkpoint, tmp_path,
+                                                            capsys):
+    """Inputs of 8 tokens leave one candidate of 6 shown: refused, nothing written."""
+    task = f"p5_{eval_data.DATASET}_direct_5_5"
+    status = run_absl(eval_entry.main, *EVAL, f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
+                      f"--gin.CHECKPOINT_PATH='{fitting_checkpoint}'",
+                      f"--gin.EVAL_OUTPUT_DIR='{tmp_path}'", "--gin.evaluate.fit_candidates=False",
+                      "--gin.evaluate.include_unseen=False",
+                      "--gin.TASK_FEATURE_LENGTHS={'inputs': 8, 'targets': 16}")
+    line = error_line(capsys, status)
+    assert line.startswith(f"error: {task}: input length 8 drops ids from "), line
+    assert "(candidates from " in line and not any(tmp_path.iterdir())
+
+
+# -- list_tasks, prepare and baselines (argparse) ---------------------------------------------
+def test_argparse_flag_mistakes_are_one_line(tmp_path, capsys):
+    status = run_argparse(prepare.main)
+    assert error_line(capsys, status) == ("error: the following arguments are required: "
+                                          "--dataset (see python -m p5_jax.data.prepare --help)")
+    status = run_argparse(list_tasks.main, "--num", "three")
+    assert error_line(capsys, status).startswith("error: argument --num: invalid int value")
+    status = run_argparse(baselines.main, "--dataset", "x", "--windows", "first")
+    assert error_line(capsys, status).startswith("error: argument --windows: invalid choice")
+
+
+def test_baselines_unknown_dataset_and_debug(tmp_path, capsys):
+    args = ["--dataset", "nosuch", "--data_dir", str(tmp_path)]
+    status = run_argparse(baselines.main, *args)
+    assert error_line(capsys, status).startswith(
+        f"error: unknown dataset 'nosuch': not prepared under {tmp_path}")
+    with pytest.raises(ValueError, match="unknown dataset 'nosuch'"):
+        baselines.main([*args, "--debug"])
 
 
 # -- list_tasks and prepare (argparse) --------------------------------------------------------
@@ -207,11 +295,13 @@ def test_list_tasks_unknown_name(capsys):
 
 def test_prepare_unknown_dataset_and_missing_source(tmp_path, capsys):
     status = prepare.main(["--dataset", "nosuch", "--out_dir", str(tmp_path)])
-    assert error_line(capsys, status, last=False).startswith("error: unknown dataset 'nosuch'")
+    line = error_line(capsys, status)
+    assert line.startswith("error: unknown dataset 'nosuch'") and line.endswith(
+        " (nothing was written)")
     status = prepare.main(["--dataset", "mine", "--source", str(tmp_path / "nope"), "--format",
                            "amazon", "--out_dir", str(tmp_path)])
-    assert error_line(capsys, status, last=False) == (
-        f"error: {tmp_path / 'nope'}: no such file or directory")
+    assert error_line(capsys, status) == (
+        f"error: {tmp_path / 'nope'}: no such file or directory (nothing was written)")
     with pytest.raises(ValueError, match="unknown dataset 'nosuch'"):
         prepare.main(["--dataset", "nosuch", "--out_dir", str(tmp_path), "--debug"])
 
@@ -228,6 +318,13 @@ def test_the_process_prints_one_error_line_and_exits_2():
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert lines[-1] == "error: unknown gin macro CHECKPONT_PATH (did you mean CHECKPOINT_PATH?)"
+
+
+def test_a_missing_flag_is_one_line_from_the_process():
+    done = _run_module("p5_jax.baselines")
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr == ("error: the following arguments are required: --dataset (see "
+                           "python -m p5_jax.baselines --help)\n")
 
 
 @pytest.mark.slow

@@ -4,10 +4,11 @@ import json
 import gin
 import pytest
 
-import eval_data
 import p5_tasks  # noqa: F401
 from p5_jax import eval as eval_entry
 from p5_jax import gin_bindings
+
+import eval_data
 
 TASK = "p5_musical_instruments_sequential_2_3"
 

@@ -6,11 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-import eval_data
 import p5_tasks  # noqa: F401  (registers the tasks)
 from p5_jax import eval_baselines, eval_results, evaluation, inference, partitioning, scoring
 from p5_jax.prefix_trie import ExcludingTrie, PrefixTrie
 from p5_tasks import catalog
+
+import eval_data
 
 MI = "p5_musical_instruments"
 

@@ -12,10 +12,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_cases import (DATAMAPS, FORMATS, GOOD, NAME, PRIMARY, Case, Doc, _entries, _join,
-                        _mark, _render_datamaps, base_files, clean_case, make_case, shorten)
-from fuzz_judge import _WORK, Outcome, _write_source, run_case
 from p5_jax.data import prepare
+
+from fuzz_cases import (
+    DATAMAPS,
+    FORMATS,
+    GOOD,
+    NAME,
+    PRIMARY,
+    Case,
+    Doc,
+    _entries,
+    _join,
+    _mark,
+    _render_datamaps,
+    base_files,
+    clean_case,
+    make_case,
+    shorten,
+)
+from fuzz_judge import _WORK, Outcome, _write_source, run_case
 
 
 def _run(case: Case) -> Outcome:

@@ -3,8 +3,8 @@
 import gin
 import pytest
 
-from p5_jax import gin_bindings, paths
 from p5_jax import eval as eval_entry  # noqa: F401  (registers `evaluate`)
+from p5_jax import gin_bindings, paths
 from p5_jax import infer as infer_entry  # noqa: F401  (registers `infer`)
 from p5_jax import train as train_entry  # noqa: F401  (registers `train`)
 
@@ -37,3 +37,22 @@ def test_run_file_relative_to_gin_dir_resolves(cluttered_cwd):
 def test_missing_gin_file_names_where_it_looked(cluttered_cwd):
     with pytest.raises(FileNotFoundError, match="nope.gin"):
         gin_bindings.resolve_gin_file("nope.gin")
+
+
+@pytest.mark.parametrize("layers", ["t5_1_0", "t5_1_1"])
+@pytest.mark.parametrize("size_file, preset", gin_bindings.SIZE_FILES,
+                         ids=[f for f, _ in gin_bindings.SIZE_FILES])
+def test_model_size_files_match_the_network_presets(cluttered_cwd, size_file, preset, layers):
+    """gin/models/<size>.gin (alone, or with t5_1_1.gin) gives exactly network's preset config:
+    checkpoint messages name the gin file from the preset."""
+    t5_1_1 = layers == "t5_1_1"
+    files = [size_file] + ([gin_bindings.T5_1_1_FILE] if t5_1_1 else [])
+    gin_bindings.parse_config(gin_files=files, gin_bindings=[])
+    expected = preset(**(gin_bindings.T5_1_1_LAYERS if t5_1_1 else {}))
+    assert gin_bindings.T5Config(vocab_size=expected.vocab_size) == expected
+
+
+def test_every_model_size_file_has_a_network_preset():
+    layer_files = {"gin/models/t5_1_0.gin", gin_bindings.T5_1_1_FILE}
+    shipped = {str(p.relative_to(paths.REPO_ROOT)) for p in (GIN_DIR / "models").glob("*.gin")}
+    assert shipped - layer_files == {f for f, _ in gin_bindings.SIZE_FILES}

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import group_beam_cases as cases
 import p5_tasks  # noqa: F401  (registers the tasks)
-from p5_jax import evaluation, group_beam, group_beam_predict, inference, models, network
-from p5_jax import partitioning, protocols
+from p5_jax import evaluation, group_beam, group_beam_predict, inference, models, network, partitioning, protocols
+
+import group_beam_cases as cases
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "group_beam_hf421.json"
 FAST_CASES = ("p5", "p5_mild", "diverse", "early_stopping")

@@ -3,12 +3,13 @@ import gin
 import pytest
 import seqio
 
-import eval_data
 import p5_tasks  # noqa: F401
-from p5_jax import gin_bindings, recommend
 from p5_jax import eval as eval_entry
+from p5_jax import gin_bindings, recommend
 from p5_jax import infer as infer_entry
-from p5_tasks import catalog, prompts
+from p5_tasks import catalog, prompts, registration
+
+import eval_data
 
 DATASET = eval_data.DATASET
 
@@ -48,8 +49,11 @@ def test_infer_on_a_tiny_checkpoint(env, tmp_path):
         answer = infer_entry.infer(user_id=user, top_k=4, **infer_entry.infer_settings())
         given = infer_entry.infer(user_id=user, item_id="2", top_k=2,
                                   **infer_entry.infer_settings())
+        short = infer_entry.infer(user_id=user, top_k=4,
+                                  **{**infer_entry.infer_settings(), "max_history": 2})
     finally:
         gin.clear_config()
+        registration.set_sequence_options(max_history=p5_tasks.pipelines.pre.MAX_HISTORY)
     items = {str(i) for i in catalog.item_ids(DATASET)}
     ranked = answer["recommendations"]
     assert len(ranked) == 4 and {r["item_id"] for r in ranked} <= items
@@ -58,3 +62,7 @@ def test_infer_on_a_tiny_checkpoint(env, tmp_path):
     assert answer["rating_prompt"] == "1-1" and answer["explanation_prompt"] == "3-8"
     assert "explanation" in answer and answer["history"]
     assert given["item_id"] == "2" and given["item_source"] == "given"
+    # The user's own items are never recommended; a shorter history shows the newest items.
+    seen = set(recommend.user_history(root=env, dataset=DATASET, user_id=user))
+    assert not seen & {r["item_id"] for r in ranked + short["recommendations"]}
+    assert short["history"] == answer["history"][-2:] and short["history_dropped"] == 0

@@ -28,8 +28,7 @@ import tensorflow as tf
 from flax import traverse_util
 
 import p5_tasks
-from p5_jax import (checkpoints, gin_bindings, hf_weights, network, partitioning, trainer,
-                    vocabulary)
+from p5_jax import checkpoints, gin_bindings, hf_weights, network, partitioning, trainer, vocabulary
 from p5_jax import train as train_entry
 from p5_tasks import rendering
 

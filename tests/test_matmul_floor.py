@@ -1,15 +1,12 @@
 """The benchmarks' lists of unavoidable matrix products (search and train step), counted by hand."""
 import dataclasses
-import importlib.util
 import math
-from pathlib import Path
+
+import benchmark_module
 
 from p5_jax import network
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "matmul_floor.py"
-_SPEC = importlib.util.spec_from_file_location("matmul_floor", _PATH)
-matmul_floor = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(matmul_floor)
+matmul_floor = benchmark_module.load("matmul_floor")
 
 CONFIG = network.T5Config(vocab_size=7, d_model=4, num_heads=2, d_kv=3, d_ff=5,
                           num_encoder_layers=1, num_decoder_layers=1)

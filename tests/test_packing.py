@@ -7,6 +7,8 @@ per-example losses and the total agree to rtol 1e-5; every gradient leaf agrees 
 max |packed - unpacked| <= 1e-5 * max(|unpacked leaf|) + 1e-7 (the sums run in another order,
 nothing else differs; the largest deviation seen is 3e-6 of the leaf's scale).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,6 +152,11 @@ def test_examples_in_a_row_do_not_see_each_other(batches):
     assert not np.allclose(after[dec_seg == 2], before[dec_seg == 2])
 
 
+def _buckets(relative, *, bidirectional):
+    return np.asarray(layers.relative_position_bucket(
+        relative, bidirectional=bidirectional, num_buckets=32, max_distance=128))
+
+
 def test_relative_buckets_from_segment_positions_are_the_shared_ones(batches):
     """Inside a segment, buckets of per-segment positions equal the buckets of row indices the
     network's shared bias uses; they differ across segments, which the masks hide."""
@@ -158,8 +165,7 @@ def test_relative_buckets_from_segment_positions_are_the_shared_ones(batches):
                                        (False, "decoder", PACKED["targets"])):
         positions = packed[f"{key}_positions"]
         segments = packed[f"{key}_segment_ids"]
-        bucket = lambda rel: np.asarray(layers.relative_position_bucket(  # noqa: E731
-            rel, bidirectional=bidirectional, num_buckets=32, max_distance=128))
+        bucket = functools.partial(_buckets, bidirectional=bidirectional)
         from_positions = bucket(positions[:, None, :] - positions[:, :, None])
         index = np.arange(length)
         shared = bucket(index[None, :] - index[:, None])[None]
@@ -223,6 +229,7 @@ def test_train_gin_packs_and_the_entry_point_builds_packed_batches():
     import gin
 
     from p5_jax import gin_bindings, input_pipeline
+
     from test_train_entry import TOY_TASK, _register_toy_task
 
     gin.clear_config()

@@ -9,11 +9,12 @@ import random
 import pytest
 from tensorflow_datasets.core.example_serializer import ExampleSerializer
 from tensorflow_datasets.proto import tf_example_pb2
-from test_data_prepare import FIXTURES, _records
 
 from p5_jax.data import assemble as assemble_module
 from p5_jax.data import prepare, record_shards, shard_writer, tfds_builders
 from p5_jax.data.records import SPLITS
+
+from test_data_prepare import FIXTURES, _records
 
 
 def _prepare(root, fmt, *, negatives=2, **options) -> dict:

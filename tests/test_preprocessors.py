@@ -7,7 +7,8 @@ import seqio
 import tensorflow as tf
 
 from p5_jax import vocabulary
-from p5_tasks import catalog, preprocessors as pre, prompts, rendering
+from p5_tasks import catalog, prompts, rendering
+from p5_tasks import preprocessors as pre
 
 ITEMS = [str(i) for i in range(1, 41)]
 

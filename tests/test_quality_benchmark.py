@@ -1,15 +1,11 @@
 """benchmarks/quality.py: the side-by-side table and the per-user NDCG@10 it builds the ratio on."""
-import importlib.util
 import json
 import math
 
+import benchmark_module
 import pytest
 
-from p5_jax import paths
-
-SPEC = importlib.util.spec_from_file_location("quality", paths.REPO_ROOT / "benchmarks" / "quality.py")
-quality = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(quality)
+quality = benchmark_module.load("quality")
 
 
 def test_per_user_ndcg10_by_hand(tmp_path):

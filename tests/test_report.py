@@ -125,3 +125,10 @@ def test_cells_and_plots_carry_the_intervals():
     payload = report.results_json(dataset="x", results=[result], baselines=baselines)
     assert payload["tasks"][0]["intervals"] == {"hr@5": [0.04, 0.07]}
     assert payload["tasks"][0]["notes"] == [result.notes[0]]
+
+
+def test_json_safe_turns_non_finite_numbers_into_null_at_any_depth():
+    value = {1: [float("nan"), (2.5, float("inf"))], "m": {"x": -float("inf"), "y": 3}}
+    safe = report.json_safe(value)
+    assert safe == {"1": [None, [2.5, None]], "m": {"x": None, "y": 3}}
+    json.dumps(safe, allow_nan=False)  # strict JSON

@@ -196,7 +196,8 @@ def test_cli_bad_settings_are_one_error_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_trains_caches_and_reuses_on_a_tiny_prepared_dataset(tmp_path, capsys):
     from p5_jax.data import prepare
-    from tests import eval_data
+
+    import eval_data
 
     source = eval_data.write_amazon_source(tmp_path / "raw")
     prepare.prepare_dataset(name="tiny_shop", out_root=tmp_path / "prepared", source=source,

@@ -4,7 +4,6 @@ import contextlib
 import json
 
 import numpy as np
-import eval_data
 import pytest
 import seqio
 import tensorflow as tf
@@ -12,6 +11,8 @@ import tensorflow as tf
 import p5_tasks
 from p5_jax import feature_converter, vocabulary
 from p5_tasks import catalog, prompts, rates, registration
+
+import eval_data
 
 MI = "musical_instruments"
 LENGTHS = {"inputs": 512, "targets": 64}
@@ -218,15 +219,20 @@ def _train_windows(task_name, length):
     """(history ids, target id) of a task's training examples on histories 1..length."""
     records = [_sequence(user=str(u), history=[str(i) for i in range(1, length + 1)])
                for u in range(40)]
+    return _train_windows_of(task_name, "train", records)
+
+
+def _train_windows_of(task_name, split, records):
+    """(history ids, target id) of each example of `records` served as `split`."""
     return [([w[len("item_"):] for w in ex["inputs_pretokenized"].decode().split()
               if w.startswith("item_")], ex["targets_pretokenized"].decode()[len("item_"):])
-            for ex in _examples(task_name, "train", records)]
+            for ex in _examples(task_name, split, records)]
 
 
 def test_sequential_sampling_switches_for_registered_datasets():
     name = f"p5_{MI}_sequential_2_3"
     try:
-        registration.set_sequential_sampling("all_prefixes")
+        registration.set_sequence_options(sampling="all_prefixes")
         assert registration.registered_spec(MI).sequential_sampling == "all_prefixes"
         windows = _train_windows(name, 10)
         assert all(h == [str(i) for i in range(1, int(t))] for h, t in windows)
@@ -234,15 +240,35 @@ def test_sequential_sampling_switches_for_registered_datasets():
         mixed = {t.name: t for t in seqio.get_mixture_or_task(p5_tasks.ALL_DATASETS_MIXTURE).tasks}
         assert mixed[name] is seqio.TaskRegistry.get(name)
     finally:
-        registration.set_sequential_sampling("p5")
+        registration.set_sequence_options(sampling="p5")
     windows = _train_windows(name, 10)
     assert {t for _, t in windows} == {"8", "9", "10"}
     assert {h[0] for h, _ in windows} == {"1", "2", "3"}
     assert all(h == [str(i) for i in range(int(h[0]), int(t))] for h, t in windows)
     with pytest.raises(ValueError, match="sequential_sampling"):
-        registration.set_sequential_sampling("every_cut")
+        registration.set_sequence_options(sampling="every_cut")
     with pytest.raises(ValueError, match="sequential_sampling"):
         p5_tasks.DatasetSpec(name="x", fields=frozenset(), sequential_sampling="every_cut")
+
+
+def test_history_length_applies_to_training_and_evaluation_examples():
+    name = f"p5_{MI}_sequential_2_3"
+    test_record = _sequence(history=[str(i) for i in range(1, 31)], target="31")
+    try:
+        registration.set_sequence_options(sampling="all_prefixes", max_history=4)
+        assert registration.registered_spec(MI).max_history == 4
+        windows = _train_windows(name, 30)
+        # The newest 4 items before the target, whatever the cut point.
+        assert all(h == [str(i) for i in range(max(1, int(t) - 4), int(t))] for h, t in windows)
+        assert max(int(t) for _, t in windows) > 6
+        shown, = _train_windows_of(name, "test", [test_record])
+        assert shown == (["27", "28", "29", "30"], "31")
+    finally:
+        registration.set_sequence_options(sampling="p5", max_history=p5_tasks.pipelines.pre.MAX_HISTORY)
+    shown, = _train_windows_of(name, "test", [test_record])
+    assert shown[0] == [str(i) for i in range(11, 31)]
+    with pytest.raises(ValueError, match="max_history"):
+        registration.set_sequence_options(max_history=0)
 
 
 def test_task_examples_convert_to_model_batches():

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-import eval_data
 import p5_tasks  # noqa: F401  (registers the tasks)
-from p5_jax import eval_lengths, eval_results, evaluation, recommend
+from p5_jax import eval_baselines, eval_lengths, eval_results, evaluation, recommend
 from p5_tasks import catalog
+
+import eval_data
 
 MI = "p5_musical_instruments"
 TASK = f"{MI}_sequential_2_7"   # a history and the candidates
@@ -48,13 +49,13 @@ class FakePredictor:
         return self._tokens("4", len(batch["encoder_input_tokens"]))
 
 
-def _evaluate(vocab, *, input_length, on_truncation="error", predictor=None):
+def _evaluate(vocab, *, input_length, on_truncation="error", predictor=None, min_share=0.0):
     plan = evaluation.plan_task(TASK)
     items = evaluation.build_item_index(item_ids=catalog.item_ids(plan.dataset),
                                         vocabulary=vocab, vocab_size=256)
     config = evaluation.EvalConfig(batch_size=4, progress=False, bootstrap_resamples=20,
                                    feature_lengths={"inputs": input_length, "targets": 16},
-                                   on_truncation=on_truncation, min_candidate_share=0.0)
+                                   on_truncation=on_truncation, min_candidate_share=min_share)
     return evaluation.evaluate_task(predictor=predictor or FakePredictor(vocab), plan=plan,
                                     vocabulary=vocab, items=items, config=config,
                                     input_length=input_length)
@@ -105,6 +106,34 @@ def test_warn_evaluates_and_records_the_ids_shown(vocab, tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "History items shown (min / mean)" in markdown
     assert f"({int(m['history_cut'])} cut)" in markdown and "input length 24 drops" in markdown
+
+
+def _candidate_baseline(output) -> dict:
+    got = eval_baselines.family_baselines(
+        outputs=[output], train_histories=lambda: [catalog.item_ids(eval_data.DATASET)],
+        train_ratings=lambda: [], all_items=lambda: catalog.item_ids(eval_data.DATASET),
+        split_histories=lambda: {})
+    return got["sequential"][eval_baselines.MOST_POPULAR_CANDIDATES]
+
+
+def test_the_candidate_baseline_is_withheld_with_the_model(vocab, tmp_path):
+    """At a length that leaves one candidate shown, popularity among the shown candidates
+    would score HR@1 = 1.0: it is withheld with the model's ranking metrics."""
+    out = _evaluate(vocab, input_length=24, on_truncation="warn", min_share=0.9)
+    assert out.result.metrics["candidates_shown_min"] < 0.9 * out.result.metrics[
+        "candidates_offered"] and np.isnan(out.result.metrics["hr@1"])
+    withheld = _candidate_baseline(out)
+    ranking = [k for k in withheld if k.startswith(("hr@", "ndcg@"))]
+    assert ranking and all(np.isnan(withheld[k]) for k in ranking)
+    assert "intervals" not in withheld and withheld["count"] == len(out.rows)
+    eval_results.write_results(out_dir=tmp_path, outputs=[out], settings={},
+                               baselines_fn=lambda dataset, outputs: {"sequential": {
+                                   eval_baselines.MOST_POPULAR_CANDIDATES: withheld}})
+    row = next(line for line in (tmp_path / "results.md").read_text().splitlines()
+               if eval_baselines.MOST_POPULAR_CANDIDATES in line)
+    assert "1.0000" not in row and "nan" in row
+    shown = _candidate_baseline(_evaluate(vocab, input_length=_fits(vocab), min_share=0.9))
+    assert all(np.isfinite(shown[k]) for k in ranking) and "intervals" in shown
 
 
 def test_a_length_that_fits_passes_unchanged(vocab):

@@ -3,7 +3,6 @@ ones (Z-8, Z-9) run end to end on MovieLens-like data prepared from RecBole file
 import json
 import re
 
-import eval_data
 import pytest
 import seqio
 
@@ -11,6 +10,8 @@ import p5_tasks
 from p5_jax import vocabulary
 from p5_jax.data import prepare, tfds_builders
 from p5_tasks import prompts, registration
+
+import eval_data
 
 LENGTHS = {"inputs": 256, "targets": 32}
 AMAZON_WITH_META = frozenset({"rating", "review_text", "summary", "explanation", "item_title",
@@ -140,7 +141,7 @@ def test_z9_asks_the_demographic_user_for_a_star_rating(ml_root):
     examples = _examples("p5_ml100k_zeroshot_z_9")
     assert len(examples) == len(reviews)
     by_text = {}
-    for (user, title), (rating, desc) in reviews.items():
+    for (_user, title), (rating, desc) in reviews.items():
         by_text.setdefault(f'" {title} " is new to {desc} . Predict the star rating from 1 to 5 .', set()).add(
             str(rating))
     for text, target, _ in examples:

@@ -5,6 +5,7 @@ the records themselves are built later, shard by shard, as they are written (rec
 """
 import dataclasses
 import functools
+from collections.abc import Iterable
 
 from p5_jax import families
 from p5_jax.data import records
@@ -19,7 +20,7 @@ from p5_jax.data.splits import (MIN_SEQUENCE_LENGTH, default_dedupe, held_out_pa
 
 @dataclasses.dataclass
 class PreparedData:
-    users: list                 # dicts: user_id, raw_id, user_desc
+    users: Iterable[dict]       # dicts: user_id, raw_id, user_desc (read once, when written)
     items: list                 # dicts: item_id, raw_id, title, brand, price
     reviews: RecordPlan | None  # None without ratings
     sequences: RecordPlan
@@ -56,9 +57,15 @@ def _user_ids(source) -> dict:
 
 
 def _item_rows(items, item_ids, item_meta):
+    meta_fields = [field.name for field in dataclasses.fields(records.ItemMeta)]  # strings: no deep copy needed
     empty = records.ItemMeta()
-    return ({"item_id": item_ids[raw], "raw_id": raw, **dataclasses.asdict(item_meta.get(raw, empty))}
+    return ({"item_id": item_ids[raw], "raw_id": raw, **_meta_dict(item_meta.get(raw, empty), meta_fields)}
             for raw in items)
+
+
+def _meta_dict(meta, names: list) -> dict:
+    """`dataclasses.asdict(meta)` for an ItemMeta, whose fields are strings."""
+    return {name: getattr(meta, name) for name in names}
 
 
 def _counted_fields(kind: str) -> tuple:

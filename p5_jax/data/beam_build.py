@@ -50,7 +50,7 @@ def _shard_records(path: str, *, builder_path: str):
     """(split, key, record) for each record of one staged shard, then its tally (tagged "tally")."""
     from apache_beam import pvalue
 
-    counts = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
     yield from _builder(builder_path).records(pickle.loads(epath.Path(path).read_bytes()), counts)
     yield pvalue.TaggedOutput("tally", counts)
 

@@ -89,7 +89,7 @@ def collaborative_ids(*, items: list, train_histories: dict, seed: int,
     if clusters_per_level < 2 or max_leaf_size < 1:
         raise ValueError("clusters_per_level must be >= 2 and max_leaf_size >= 1")
     train_items = sorted({item for history in train_histories.values() for item in history})
-    ids = {}
+    ids: dict[str, str] = {}
     if train_items:
         graph = cooccurrence_graph(train_histories=train_histories, train_items=train_items)
         _assign(members=np.arange(len(train_items)), path=[], graph=graph, rng=np.random.default_rng(seed),

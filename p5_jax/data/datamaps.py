@@ -49,7 +49,7 @@ def _table(datamaps, name, *, path) -> dict | None:
     if name not in datamaps:
         return None
     table = datamaps[name]
-    if not isinstance(table, dict):
+    if not isinstance(table, _Object):  # every JSON object is read as an _Object
         raise DataError(f"expected an object, got {type(table).__name__}", path=path, field=name)
     if table.repeated is not None:
         raise DataError(f"key {shown(table.repeated)} is given twice", path=path, field=name)
@@ -57,7 +57,7 @@ def _table(datamaps, name, *, path) -> dict | None:
 
 
 def _one_to_one(table, *, path, field, message) -> None:
-    first_key = {}
+    first_key: dict[str, str] = {}
     for key, value in table.items():
         if value in first_key:
             raise DataError(message.format(*map(shown, (first_key[value], key, value))), path=path, field=field)
@@ -74,11 +74,11 @@ def id_map(datamaps, kind, *, path) -> dict:
     forward_name, inverse_name = f"id2{kind}", f"{kind}2id"
     forward = _table(datamaps, forward_name, path=path)
     inverse = _table(datamaps, inverse_name, path=path)
-    if forward is None and inverse is None:
-        raise DataError(f"datamaps needs '{forward_name}' or '{inverse_name}'", path=path, field=forward_name)
     if forward is not None:
         _one_to_one(forward, path=path, field=forward_name, message="ids {} and {} both name " + kind + " {}")
     if inverse is None:
+        if forward is None:
+            raise DataError(f"datamaps needs '{forward_name}' or '{inverse_name}'", path=path, field=forward_name)
         return forward
     _one_to_one(inverse, path=path, field=inverse_name, message=kind + "s {} and {} both have id {}")
     inverted = {source_id: raw for raw, source_id in inverse.items()}

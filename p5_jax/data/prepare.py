@@ -138,8 +138,8 @@ def ensure_prepared(*, name: str, out_root=None) -> pathlib.Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m p5_jax.data.prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_errors.ArgumentParser(prog="python -m p5_jax.data.prepare", description=__doc__,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help=f"shipped: {', '.join(shipped.SHIPPED)}; or a new name")
     parser.add_argument("--out_dir", default=None, help="prepared root (default: $P5_DATA_DIR or ./prepared)")
     parser.add_argument("--indexing", default="random", choices=SCHEMES)
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
                                    meta=args.meta, workers=args.workers,
                                    beam_options=args.beam_options if args.beam else None)
     except (DataError, ValueError, FileNotFoundError) as err:
-        return cli_errors.handle(err, debug=args.debug, note="nothing was written.")
+        return cli_errors.handle(err, debug=args.debug, note="nothing was written")
     for example in manifest["bad_line_examples"]:
         print(f"skipped: {example}", file=sys.stderr)
     print(format_summary(manifest))

@@ -56,7 +56,8 @@ def read_lexicon(path, policy: BadLinePolicy | None = None) -> list:
 
 def read_amazon(*, path, policy: BadLinePolicy) -> records.SourceDataset:
     reviews_path, meta_path, lexicon_path = find_files(path)
-    interactions, names = [], {}
+    interactions: list[records.Interaction] = []
+    names: dict[str, str] = {}
     for line, text in numbered_lines(reviews_path, policy):
         try:
             interaction, name = _parse_review(text, path=reviews_path, line=line, order=len(interactions))

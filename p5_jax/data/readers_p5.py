@@ -47,7 +47,8 @@ def _parse_line(text, *, path, line, id2user, id2item):
 def read_p5_sequential(*, path, policy: BadLinePolicy) -> records.SourceDataset:
     sequences_path, datamaps_path = find_files(path)
     id2user, id2item = read_datamaps(datamaps_path)
-    interactions, first_line = [], {}
+    interactions: list[records.Interaction] = []
+    first_line: dict[str, int] = {}
     for line, text in numbered_lines(sequences_path, policy):
         try:
             user, items = _parse_line(text, path=sequences_path, line=line, id2user=id2user, id2item=id2item)

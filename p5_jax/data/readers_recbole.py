@@ -117,7 +117,7 @@ def _read_interactions(path, *, policy):
 def _unique_rows(path, key, *, policy) -> tuple:
     """(column names, key -> row) of an .item or .user file; a key given on two lines is a bad line."""
     names, rows = read_table(path, policy=policy, required=(key,))
-    by_key = {}
+    by_key: dict[str, Row] = {}
     for row in rows:
         first = by_key.setdefault(row.cells[key], row)
         if first is not row:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from p5_jax.data import records
 from p5_jax.data.explanations import Explanation, FeatureLexicon, extract_explanation
-from p5_jax.data.negatives import sample_user_negatives
+from p5_jax.data.negatives import item_positions, sample_negative_positions
 from p5_jax.data.splits import distinct
 
 SHARD_UNITS = 1024  # users or reviews per shard
@@ -27,15 +27,26 @@ class SequenceContext:
     seed: int
     num_negatives: int
 
+    @functools.cached_property
+    def positions(self) -> dict:
+        """raw item id -> its position in `items`."""
+        return item_positions(self.items)
+
+    @functools.cached_property
+    def ids_by_position(self) -> list:
+        """The item id of each of `items`."""
+        return [self.item_ids[item] for item in self.items]
+
 
 def sequence_records(context: SequenceContext, user: tuple) -> tuple:
     """(split, record) for one user: (raw id, user id, user_desc, items in time order, LeaveOneOut)."""
     raw, user_id, user_desc, items, split = user
-    ids = context.item_ids
-    negatives = sample_user_negatives(user=raw, interacted=items, items=context.items, seed=context.seed,
-                                      count=context.num_negatives)
-    common = {"user_id": user_id, "user_desc": user_desc, "negatives": [ids[i] for i in negatives],
-              "interacted": [ids[i] for i in distinct(items)]}
+    ids, interacted = context.item_ids, distinct(items)
+    negatives = sample_negative_positions(user=raw, interacted=list(map(context.positions.__getitem__, interacted)),
+                                          num_items=len(context.items), seed=context.seed, count=context.num_negatives)
+    common = {"user_id": user_id, "user_desc": user_desc,
+              "negatives": list(map(context.ids_by_position.__getitem__, negatives)),
+              "interacted": list(map(ids.__getitem__, interacted))}
     history = [ids[i] for i in split.train_history]
     return (("train", {**common, "history": history, "target": ""}),
             ("validation", {**common, "history": history, "target": ids[split.validation_target]}),

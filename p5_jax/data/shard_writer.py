@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from p5_jax.data import records
 
 FILE_BYTES = 256 << 20  # a split's next shard file starts past this size
-_JOB = None  # (plan, fields): set before the pool forks, so its workers inherit them
+_JOB: tuple | None = None  # (plan, fields): set before the pool forks, so its workers inherit them
 
 
 _ONE_BYTE = [bytes((value,)) for value in range(0x80)]
@@ -38,7 +38,8 @@ def _varint(value: int) -> bytes:
 
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited protobuf field: tag, length, payload."""
-    return tag + _varint(len(payload)) + payload
+    length = len(payload)
+    return tag + (_ONE_BYTE[length] if length < 0x80 else _varint(length)) + payload
 
 
 class _ListValues(dict):
@@ -80,18 +81,40 @@ def example_fields(features) -> tuple:
     return tuple(fields)
 
 
-def serialize(fields: tuple, record: dict) -> bytes:
+def serialize(fields: tuple, record: dict, memo: dict | None = None) -> bytes:
     """The tf.train.Example TFDS writes for `record` (fields from `example_fields`): Example.features
-    (1) holding Features.feature (1), a map of entries (key 1, Feature 2) in key order."""
-    entries = b"".join(_field(b"\n", key + _field(b"\x12", encode(record[name]))) for name, key, encode in fields)
-    return _field(b"\n", entries)
+    (1) holding Features.feature (1), a map of entries (key 1, Feature 2) in key order.
+
+    `memo`: entries already encoded for the records of one unit, which share values (the same
+    objects): (name, id(value)) -> (value, entry). Holding the value keeps its id from reuse."""
+    if memo is None:
+        return _field(b"\n", b"".join(_entry(key, encode(record[name])) for name, key, encode in fields))
+    entries = []
+    for name, key, encode in fields:
+        value = record[name]
+        known = memo.get((name, id(value)))
+        if known is None or known[0] is not value:
+            known = memo[name, id(value)] = (value, _entry(key, encode(value)))
+        entries.append(known[1])
+    return _field(b"\n", b"".join(entries))
+
+
+def _entry(key: bytes, feature: bytes) -> bytes:
+    """A Features.feature map entry: its encoded key, then the Feature (2)."""
+    return _field(b"\n", key + _field(b"\x12", feature))
 
 
 def _serialized_shard(index: int) -> tuple:
-    """([(split, serialized example)], tally) for shard `index` of the job's plan."""
+    """([(split, serialized example)], tally) for shard `index` of the job's plan; the records of
+    one unit are serialised with one memo."""
+    assert _JOB is not None, "_serialized_shard runs only inside _shards"
     plan, fields = _JOB
-    counts = collections.Counter()
-    rows = [(split, serialize(fields, record)) for split, _, record in plan.builder.records(plan.shard(index), counts)]
+    counts: collections.Counter[str] = collections.Counter()
+    rows, memo, unit = [], {}, None
+    for split, key, record in plan.builder.records(plan.shard(index), counts):
+        if key != unit:
+            memo, unit = {}, key
+        rows.append((split, serialize(fields, record, memo)))
     return rows, counts
 
 
@@ -149,7 +172,7 @@ def write(plan, *, features, template, workers: int, progress=None) -> tuple:
     """
     fields = example_fields(features)
     files = {split: _SplitFiles(template(split_name=split)) for split in records.SPLITS}
-    tallies = collections.Counter()
+    tallies: collections.Counter[str] = collections.Counter()
     for rows, counts in _shards(plan, fields, workers):
         for split, example in rows:
             files[split].write(example)

@@ -33,7 +33,7 @@ def default_dedupe(fmt: str) -> bool:
 def user_sequences(interactions, *, dedupe: bool = True) -> UserSequences:
     """`dedupe` keeps only the first interaction with each item, so a held-out item is never in training."""
     ordered = sorted(interactions, key=operator.attrgetter("timestamp", "order"))
-    items_by_user = {user: [] for user in dict.fromkeys(i.user for i in interactions)}  # first-appearance order
+    items_by_user: dict[str, list[str]] = {user: [] for user in dict.fromkeys(i.user for i in interactions)}  # first-appearance order
     for interaction in ordered:
         items_by_user[interaction.user].append(interaction.item)
     repeats = sum(len(items) - len(set(items)) for items in items_by_user.values())

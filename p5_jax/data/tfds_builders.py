@@ -44,7 +44,8 @@ def sequence_features() -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(spec)
 
 
-class _PreparedRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+# tfds' registry metaclass takes `skip_registration`; its stubs do not declare it.
+class _PreparedRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # type: ignore[call-arg]
     """Writes the records of a RecordPlan passed to the constructor, locally or with Beam."""
     VERSION = tfds.core.Version(VERSION)
     DESCRIPTION = ""
