@@ -271,7 +271,29 @@ def parse_config(*, gin_files: Sequence[str], gin_bindings: Sequence[str],
     except GinConfigError:
         raise
     except (ValueError, SyntaxError, OSError, tokenize.TokenError) as error:
-        raise GinConfigError(_explained(error)) from error
+        raise GinConfigError(_named_binding(_explained(error), gin_bindings)) from error
+
+
+def _unparsable_binding(bindings: Sequence[str]) -> str | None:
+    """The first of `bindings` that does not parse on its own (syntax only), if any."""
+    for binding in bindings:
+        try:
+            list(gin.config_parser.ConfigParser(binding, gin.config.ParserDelegate(skip_unknown=True)))
+        except (SyntaxError, ValueError, tokenize.TokenError):
+            return binding
+    return None
+
+
+def _named_binding(message: str, bindings: Sequence[str]) -> str:
+    """`message` naming the --gin binding at fault when a syntax error came from the bindings."""
+    if not message.startswith("bad gin syntax") or re.search(r" at \S+:\d+$", message):
+        return message   # located in a gin file
+    binding = _unparsable_binding(bindings)
+    if binding is None:
+        return message
+    if "malformed node" in message or "Unable to parse value" in message:   # a bare word
+        return f"bad gin value in --gin.{binding} (strings need quotes: --gin.NAME=\"'text'\")"
+    return f"{message.removesuffix(' in the --gin bindings')} in --gin.{binding}"
 
 
 # -- gin mistakes, named with the nearest known name (gin 0.5 lists none publicly) ---------------

@@ -149,6 +149,15 @@ def test_a_malformed_gin_flag(capsys):
     assert "Expected --gin.NAME=VALUE, got '--gin.MODEL_DIR'" in error_line(capsys, status)
 
 
+def test_a_gin_value_that_does_not_parse_names_its_binding(capsys):
+    status = run_absl(train_entry.main, *TRAIN, "--gin.MODEL_DIR=/x")
+    assert error_line(capsys, status) == (
+        "error: bad gin value in --gin.MODEL_DIR = /x (strings need quotes: --gin.NAME=\"'text'\")")
+    status = run_absl(train_entry.main, *TRAIN, "--gin.MODEL_DIR='/x'",
+                      "--gin.TASK_FEATURE_LENGTHS={'inputs': 8")
+    assert error_line(capsys, status).endswith("in --gin.TASK_FEATURE_LENGTHS = {'inputs': 8")
+
+
 def test_debug_shows_the_gin_error_with_its_cause():
     with pytest.raises(gin_bindings.GinConfigError, match="trian_steps") as raised:
         run_absl(train_entry.main, *TRAIN, "--gin.MODEL_DIR='/x'", "--gin.train.trian_steps=3",

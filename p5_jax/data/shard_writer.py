@@ -110,7 +110,9 @@ def _serialized_shard(index: int) -> tuple:
     assert _JOB is not None, "_serialized_shard runs only inside _shards"
     plan, fields = _JOB
     counts: collections.Counter[str] = collections.Counter()
-    rows, memo, unit = [], {}, None
+    rows: list[tuple[str, bytes]] = []
+    memo: dict[tuple[str, int], tuple] = {}
+    unit = None
     for split, key, record in plan.builder.records(plan.shard(index), counts):
         if key != unit:
             memo, unit = {}, key
