@@ -10,7 +10,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.p5_jax_installed
 endif
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow test-beam lint bench clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$$VIRTUAL_ENV" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
@@ -28,6 +28,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PYTHON) -m pytest -q --runslow
+
+# The Beam build's equality test, in its own environment: apache-beam holds protobuf below 7,
+# which the main environment's SentencePiece item tokens need.
+BEAM_VENV ?= .venv-beam
+test-beam:
+	@if [ ! -x $(BEAM_VENV)/bin/python ]; then python3 -m venv $(BEAM_VENV); fi
+	$(BEAM_VENV)/bin/python -m pip install -q -e '.[test,beam]'
+	$(BEAM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_prepare_beam.py
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
