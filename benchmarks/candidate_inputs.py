@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 import p5_tasks
-from p5_jax import evaluation, protocols
+from p5_jax import evaluation, item_index, protocols
 from p5_jax.data import prepare
 from p5_tasks import catalog, prompts, registration
 
@@ -49,7 +49,7 @@ def _task_names(dataset: str) -> list[str]:
 def _evaluate(name: str, *, config, input_length: int | None, users):
     plan = evaluation.plan_task(name, protocol=protocols.EXACT)
     vocabulary = p5_tasks.VOCABULARY
-    items = evaluation.build_item_index(item_ids=catalog.item_ids(plan.dataset),
+    items = item_index.build_item_index(item_ids=catalog.item_ids(plan.dataset),
                                         vocabulary=vocabulary, vocab_size=vocabulary.vocab_size)
     if input_length is None:
         input_length = evaluation.input_length_for(plan, config=config, vocabulary=vocabulary,

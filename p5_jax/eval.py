@@ -20,6 +20,7 @@ from absl import logging
 
 import p5_tasks  # noqa: F401  (registers the seqio tasks)
 from p5_jax import (
+    batch_decoding,
     eval_baselines,
     eval_lengths,
     eval_results,
@@ -86,7 +87,7 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
              num_beams: int = 20, beam_alpha: float = 0.6, include_unseen: bool = True,
              zero_shot_domain: bool = False, data_parallel: int = -1, model_parallel: int = 1,
              candidate_chunk_size: int = 0,
-             max_attention_cells: int = evaluation.ATTENTION_CELLS, seed: int = 0,
+             max_attention_cells: int = batch_decoding.ATTENTION_CELLS, seed: int = 0,
              sentencepiece_model_file: str | None = None, title: str | None = None,
              on_truncation: str = "error", max_history: int | None = None,
              show_progress: bool = True) -> dict:

@@ -23,8 +23,9 @@ import numpy as np
 import seqio
 from absl import logging
 
-from p5_jax import eval_lengths, evaluation, id_text, inference, postprocessors
+from p5_jax import batch_decoding, eval_lengths, id_text, inference, postprocessors
 from p5_jax import vocabulary as p5_vocabulary
+from p5_jax.item_index import ItemIndex, build_item_index
 from p5_tasks import catalog, prompts, registration
 
 SEQUENTIAL_PROMPTS = ("2-3", "2-1", "2-2", "2-4", "2-5", "2-6", "2-13")
@@ -123,7 +124,7 @@ def encode(text: str, *, vocabulary, input_length: int, rows: int) -> dict:
     starts = p5_vocabulary.word_start_table(vocabulary)
     words = p5_vocabulary.whole_word_ids(token_ids=tokens, word_starts=starts)
     example = {"inputs": tokens, "inputs_whole_word_ids": words}
-    return evaluation.model_batch([example] * rows, input_length=input_length, batch_size=rows)
+    return batch_decoding.model_batch([example] * rows, input_length=input_length, batch_size=rows)
 
 
 def checked_encode(prompt: prompts.Prompt, values: dict, *, vocabulary, input_length: int,
@@ -160,7 +161,7 @@ def _fitted_history(prompt, values, history, *, vocabulary, input_length,
 
 
 def top_items(*, predictor, vocabulary, dataset: str, values: dict, history: Sequence[str],
-              items: evaluation.ItemIndex, top_k: int, input_length: int,
+              items: ItemIndex, top_k: int, input_length: int,
               truncation: Truncation) -> tuple:
     prompt = registered_prompt(dataset, SEQUENTIAL_PROMPTS)
     if prompt is None:
@@ -229,7 +230,7 @@ def recommend(*, predictor, vocabulary, root, dataset: str, user_id: str,
     check_ids(users=users, items=item_ids, user_id=user_id, item_id=item_id, dataset=dataset)
     values = {"user_id": user_id, "user_desc": users[user_id]}
     full_history = user_history(root=root, dataset=dataset, user_id=user_id)
-    items = evaluation.build_item_index(
+    items = build_item_index(
         item_ids=item_ids, vocabulary=vocabulary, vocab_size=predictor.vocab_size,
         excluded={user_id: full_history} if exclude_seen else None)
     prompt, history, ranked = top_items(

@@ -7,6 +7,7 @@ import os
 
 from p5_jax import checkpoints
 from p5_tasks import registration
+from p5_tasks.preprocessors import MAX_HISTORY
 
 FILE = "sequences.json"
 
@@ -15,7 +16,7 @@ def trained_max_history(task_name: str) -> int:
     """The longest history shown by the registered datasets `task_name` reads."""
     datasets = registration.datasets_of(task_name)
     return max((registration.registered_spec(d).max_history for d in datasets),
-               default=registration.pipelines.pre.MAX_HISTORY)
+               default=MAX_HISTORY)
 
 
 def record(model_dir: str, task_name: str) -> None:
@@ -41,4 +42,4 @@ def use_for_checkpoint(max_history: int | None, checkpoint_directory) -> int:
         max_history = recorded_max_history(checkpoint_directory)
     if max_history is not None:
         registration.set_sequence_options(max_history=max_history)
-    return max_history or registration.pipelines.pre.MAX_HISTORY
+    return max_history or MAX_HISTORY

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 import p5_tasks  # noqa: F401  (registers the tasks)
-from p5_jax import eval_baselines, eval_results, evaluation, inference, partitioning, scoring
+from p5_jax import (
+    batch_decoding,
+    eval_baselines,
+    eval_results,
+    evaluation,
+    inference,
+    item_index,
+    partitioning,
+    scoring,
+)
 from p5_jax.prefix_trie import ExcludingTrie, PrefixTrie
 from p5_tasks import catalog
 
@@ -206,7 +215,7 @@ def _evaluate(name, vocab, predictor, max_users=None, protocol="exact", input_le
     plan = evaluation.plan_task(name, protocol=protocol)
     items = None
     if plan.decoding != evaluation.GREEDY:
-        items = evaluation.build_item_index(item_ids=[str(i) for i in range(20)],
+        items = item_index.build_item_index(item_ids=[str(i) for i in range(20)],
                                             vocabulary=vocab, vocab_size=256)
     config = evaluation.EvalConfig(batch_size=4, progress=False, bootstrap_resamples=50,
                                    feature_lengths={"inputs": 128, "targets": 16},
@@ -256,19 +265,19 @@ def test_sampled_users_are_read_before_preprocessing_with_the_same_examples(env,
 
 
 def test_candidate_chunks_bound_the_rows_scored_at_once():
-    assert evaluation.candidate_chunk(rows=32, width=112) == 4   # 128 rows at a time
-    assert evaluation.candidate_chunk(rows=4, width=16) == 0     # all at once
-    assert evaluation.candidate_chunk(rows=32, width=112, chunk_size=16) == 16
-    assert evaluation.candidate_chunk(rows=512, width=16) == 1
+    assert batch_decoding.candidate_chunk(rows=32, width=112) == 4   # 128 rows at a time
+    assert batch_decoding.candidate_chunk(rows=4, width=16) == 0     # all at once
+    assert batch_decoding.candidate_chunk(rows=32, width=112, chunk_size=16) == 16
+    assert batch_decoding.candidate_chunk(rows=512, width=16) == 1
 
 
 def test_long_inputs_are_decoded_in_fewer_rows_per_call():
-    assert evaluation.rows_per_call(batch_size=32, length=256) == 32
-    assert evaluation.rows_per_call(batch_size=32, length=512) == 16
-    assert evaluation.rows_per_call(batch_size=32, length=768) == 8
-    assert evaluation.rows_per_call(batch_size=32, length=1024, data_size=8) == 8
-    assert evaluation.rows_per_call(batch_size=5, length=64) == 5
-    assert evaluation.rows_per_call(batch_size=5, length=64, data_size=8) == 8
+    assert batch_decoding.rows_per_call(batch_size=32, length=256) == 32
+    assert batch_decoding.rows_per_call(batch_size=32, length=512) == 16
+    assert batch_decoding.rows_per_call(batch_size=32, length=768) == 8
+    assert batch_decoding.rows_per_call(batch_size=32, length=1024, data_size=8) == 8
+    assert batch_decoding.rows_per_call(batch_size=5, length=64) == 5
+    assert batch_decoding.rows_per_call(batch_size=5, length=64, data_size=8) == 8
 
 
 def test_beam_task_ranks_finite_beams_with_the_item_trie(vocab):
@@ -410,7 +419,7 @@ def test_constrained_beams_bar_each_users_own_items(vocab):
     plan = evaluation.plan_task(f"{MI}_sequential_2_3")
     users = sorted(catalog.users(plan.dataset))[:3]
     excluded = {users[0]: ["3", "5"], users[2]: ["7", "not an item"]}
-    items = evaluation.build_item_index(item_ids=[str(i) for i in range(20)], vocabulary=vocab,
+    items = item_index.build_item_index(item_ids=[str(i) for i in range(20)], vocabulary=vocab,
                                         vocab_size=256, excluded=excluded)
     assert items.constraint_for([users[1]], rows=4) is items.trie   # nothing to bar
     predictor = ScriptedPredictor(vocab)

@@ -7,7 +7,7 @@ import p5_tasks  # noqa: F401
 from p5_jax import eval as eval_entry
 from p5_jax import gin_bindings, recommend
 from p5_jax import infer as infer_entry
-from p5_tasks import catalog, prompts, registration
+from p5_tasks import catalog, preprocessors, prompts, registration
 
 import eval_data
 
@@ -53,7 +53,7 @@ def test_infer_on_a_tiny_checkpoint(env, tmp_path):
                                   **{**infer_entry.infer_settings(), "max_history": 2})
     finally:
         gin.clear_config()
-        registration.set_sequence_options(max_history=p5_tasks.pipelines.pre.MAX_HISTORY)
+        registration.set_sequence_options(max_history=preprocessors.MAX_HISTORY)
     items = {str(i) for i in catalog.item_ids(DATASET)}
     ranked = answer["recommendations"]
     assert len(ranked) == 4 and {r["item_id"] for r in ranked} <= items

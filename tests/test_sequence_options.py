@@ -3,12 +3,11 @@ import json
 
 import pytest
 
-import p5_tasks
 from p5_jax import eval as eval_job
 from p5_jax import gin_bindings, sequence_options
-from p5_tasks import registration
+from p5_tasks import preprocessors, registration
 
-DEFAULT = p5_tasks.pipelines.pre.MAX_HISTORY
+DEFAULT = preprocessors.MAX_HISTORY
 
 
 @pytest.fixture

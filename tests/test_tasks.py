@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import p5_tasks
 from p5_jax import feature_converter, vocabulary
-from p5_tasks import catalog, prompts, rates, registration
+from p5_tasks import catalog, preprocessors, prompts, rates, registration
 
 import eval_data
 
@@ -264,7 +264,7 @@ def test_history_length_applies_to_training_and_evaluation_examples():
         shown, = _train_windows_of(name, "test", [test_record])
         assert shown == (["27", "28", "29", "30"], "31")
     finally:
-        registration.set_sequence_options(sampling="p5", max_history=p5_tasks.pipelines.pre.MAX_HISTORY)
+        registration.set_sequence_options(sampling="p5", max_history=preprocessors.MAX_HISTORY)
     shown, = _train_windows_of(name, "test", [test_record])
     assert shown[0] == [str(i) for i in range(11, 31)]
     with pytest.raises(ValueError, match="max_history"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import p5_tasks  # noqa: F401  (registers the tasks)
-from p5_jax import eval_baselines, eval_lengths, eval_results, evaluation, recommend
+from p5_jax import eval_baselines, eval_lengths, eval_results, evaluation, item_index, recommend
 from p5_tasks import catalog
 
 import eval_data
@@ -51,7 +51,7 @@ class FakePredictor:
 
 def _evaluate(vocab, *, input_length, on_truncation="error", predictor=None, min_share=0.0):
     plan = evaluation.plan_task(TASK)
-    items = evaluation.build_item_index(item_ids=catalog.item_ids(plan.dataset),
+    items = item_index.build_item_index(item_ids=catalog.item_ids(plan.dataset),
                                         vocabulary=vocab, vocab_size=256)
     config = evaluation.EvalConfig(batch_size=4, progress=False, bootstrap_resamples=20,
                                    feature_lengths={"inputs": input_length, "targets": 16},
