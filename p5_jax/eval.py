@@ -68,10 +68,7 @@ def data_flags(dataset: str) -> dict:
 
 
 def _use_max_history(max_history: int | None, directory) -> int:
-    try:
-        return sequence_options.use_for_checkpoint(max_history, directory)
-    except ValueError as error:
-        raise gin_bindings.JobError(f"evaluate.max_history: {error}") from error
+    return sequence_options.use_for_checkpoint(max_history, directory, setting="evaluate.max_history")
 
 
 def _output_dir(base: str, protocol: str, protocol_names) -> str:

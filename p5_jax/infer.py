@@ -60,10 +60,7 @@ def infer(*, user_id: str, item_id: str | None = None, top_k: int = 10, checkpoi
         raise gin_bindings.JobError(str(error)) from error
     vocab = p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
     directory = inference.checkpoint_dir(checkpoint_path)
-    try:
-        sequence_options.use_for_checkpoint(max_history, directory)
-    except ValueError as error:
-        raise gin_bindings.JobError(f"infer.max_history: {error}") from error
+    sequence_options.use_for_checkpoint(max_history, directory, setting="infer.max_history")
     model = gin_bindings.model_for_checkpoint(directory, lambda: vocab,
                                               sentencepiece_model_file=sentencepiece_model_file)
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel)

@@ -6,6 +6,7 @@ import json
 import os
 
 from p5_jax import checkpoints
+from p5_jax.cli_errors import JobError
 from p5_tasks import registration
 from p5_tasks.preprocessors import MAX_HISTORY
 
@@ -35,11 +36,16 @@ def recorded_max_history(checkpoint_directory) -> int | None:
     return int(json.loads(path.read_text())["max_history"])
 
 
-def use_for_checkpoint(max_history: int | None, checkpoint_directory) -> int:
+def use_for_checkpoint(max_history: int | None, checkpoint_directory, *,
+                       setting: str = "max_history") -> int:
     """Registers the tasks with the history length to show: `max_history`, else the one the
-    checkpoint's run recorded, else the tasks' default; returns it. ValueError if not >= 1."""
+    checkpoint's run recorded, else the tasks' default; returns it. A length under 1 is a
+    JobError naming `setting`."""
     if max_history is None:
         max_history = recorded_max_history(checkpoint_directory)
     if max_history is not None:
-        registration.set_sequence_options(max_history=max_history)
+        try:
+            registration.set_sequence_options(max_history=max_history)
+        except ValueError as error:
+            raise JobError(f"{setting}: {error}") from error
     return max_history or MAX_HISTORY
