@@ -7,11 +7,16 @@ peak RSS from the kernel (wait4's ru_maxrss). Prints, per run, the examples eval
 time and the peak, then the ratio and, last, `eval_peak_rss_gib_1x=X.XX` and
 `eval_peak_rss_gib_10x=X.XX`.
 
+Batches are padded to their longest prompt (rounded up to 64 tokens), and each length met
+compiles a program that stays in memory, so a larger sample, which meets more lengths, peaks
+higher until it has met them all; `--pad_to_input_length` pads every batch to its task's input
+length (one program per task) and isolates the effect of the number of examples.
+
 Without --checkpoint a tiny model is trained for 2 steps (gin/experiments/demo_train.gin) into a
 temporary folder: the memory of an evaluation does not depend on the weights.
 
     python benchmarks/eval_memory.py [--checkpoint DIR] [--users 20] [--tasks NAME[,NAME]]
-        [--protocols exact p5]
+        [--protocols exact p5] [--pad_to_input_length]
 """
 from __future__ import annotations
 
@@ -43,13 +48,15 @@ def train_tiny(model_dir: pathlib.Path) -> pathlib.Path:
 
 
 def run_eval(*, checkpoint, out_dir: pathlib.Path, users: int, tasks: str | None,
-             protocols) -> dict:
+             protocols, pad_to_input_length: bool = False) -> dict:
     """One evaluation as a child process: its peak RSS (bytes), wall time and examples."""
     command = [sys.executable, "-m", "p5_jax.eval", "--gin_file=gin/experiments/demo_eval.gin",
                _gin("CHECKPOINT_PATH", str(checkpoint)), _gin("EVAL_OUTPUT_DIR", str(out_dir)),
                f"--gin.MAX_USERS_PER_TASK={users}", _gin("PROTOCOLS", list(protocols))]
     if tasks:
         command += [_gin("MIXTURE_OR_TASK_NAME", tasks), "--gin.evaluate.include_unseen=False"]
+    if pad_to_input_length:
+        command += ["--gin.evaluate.pad_to_input_length=True"]
     start = time.perf_counter()
     log = out_dir.with_suffix(".log")
     with open(log, "wb") as stderr:
@@ -79,6 +86,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20, help="users of the 1x run")
     parser.add_argument("--tasks", help="task names instead of the demo mixture")
     parser.add_argument("--protocols", nargs="+", default=["exact", "p5"])
+    parser.add_argument("--pad_to_input_length", action="store_true",
+                        help="every batch at its task's full input length (one shape per task)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="eval_memory_") as tmp_name:
         tmp = pathlib.Path(tmp_name)
@@ -86,7 +95,8 @@ def main() -> None:
         runs = {}
         for label, users in (("1x", args.users), ("10x", 10 * args.users)):
             runs[label] = run_eval(checkpoint=checkpoint, out_dir=tmp / f"eval_{label}",
-                                   users=users, tasks=args.tasks, protocols=args.protocols)
+                                   users=users, tasks=args.tasks, protocols=args.protocols,
+                                   pad_to_input_length=args.pad_to_input_length)
             run = runs[label]
             print(f"{label}: {run['users']} users, {run['examples']} examples scored, "
                   f"{run['seconds']:.0f} s, peak RSS {run['peak'] / GIB:.2f} GiB", flush=True)

@@ -92,7 +92,8 @@ class _TreeMemory(threading.Thread):
 
 def measure(source: str, out_dir: str, workers) -> dict:
     """Prepares `source` here and returns the figures (run in a fresh process per size). The time
-    includes importing prepare (TensorFlow among it), which a user of the command waits for too."""
+    includes importing prepare (and TensorFlow, for the code before), which a user of the
+    command waits for too."""
     start, cpu, memory = time.perf_counter(), time.process_time(), _TreeMemory()
     memory.start()
     from p5_jax.data import prepare, tfds_builders

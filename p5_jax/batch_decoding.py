@@ -39,9 +39,17 @@ def _padded(rows: Sequence[np.ndarray], *, length: int, num_rows: int) -> np.nda
     return out
 
 
-def batch_length(examples: Sequence[dict], *, input_length: int) -> int:
+def batch_length(examples: Sequence[dict], *, input_length: int, pad_to_input_length: bool = False
+                 ) -> int:
     """The longest input rounded up to LENGTH_MULTIPLE, at most `input_length` (padding beyond
-    the longest input changes no output, and short prompts then run on short batches)."""
+    the longest input changes no output, and short prompts then run on short batches).
+
+    With `pad_to_input_length`, `input_length` itself: one compiled program per task whatever
+    examples come, so memory does not depend on their number. Bucketed, each length met compiles
+    a program that stays in memory (at most input_length / LENGTH_MULTIPLE per decoding): a
+    larger sample meets more lengths, then stops growing; it decodes short prompts faster."""
+    if pad_to_input_length:
+        return input_length
     longest = max(len(e["inputs"]) for e in examples)
     return min(input_length, -(-longest // LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
 
@@ -180,7 +188,8 @@ def decode_examples(*, predictor, plan: TaskPlan, examples: Sequence[dict], voca
                     items: ItemIndex | None, config: EvalConfig, input_length: int) -> list:
     """Raw outputs of one batch: a text, ranked item texts (best first) or log p(yes) each;
     decoded in model calls of `rows_per_call` examples."""
-    length = batch_length(examples, input_length=input_length)
+    length = batch_length(examples, input_length=input_length,
+                          pad_to_input_length=config.pad_to_input_length)
     rows = rows_per_call(batch_size=config.batch_size, length=length,
                          data_size=predictor.data_size, cells=config.max_attention_cells)
     outputs = []

@@ -371,15 +371,14 @@ def _quiet_orbax_noise() -> None:
     on one line instead (installed once, process-wide, matching only these messages):
 
     - orbax closes its event loop at the first failed array read while TensorStore completes
-      the others, each of which then reports `RuntimeError: Event loop is closed` (an
-      unraisable exception) or asyncio's "exception was never retrieved";
+      the others, each of which then reports `RuntimeError: Event loop is closed` or its own
+      read error (unraisable exceptions), or asyncio's "exception was never retrieved";
     - every listing of the steps warns "Metadata file does not exist" for an unfinished folder.
     """
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        error = unraisable.exc_value
-        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        if not _from_abandoned_read(unraisable.exc_value):
             previous(unraisable)
 
     sys.unraisablehook = hook
@@ -387,13 +386,21 @@ def _quiet_orbax_noise() -> None:
     logging.getLogger("absl").addFilter(_keep_absl_record)
 
 
+_ABANDONED_READ_MARKERS = ("tensorstore_spec=", "source locations=", "TensorStore({",
+                           "Encountered error while reading array index")
+
+
+def _from_abandoned_read(error: BaseException | None) -> bool:
+    """Whether an error comes from an array read orbax gave up on after the first failure."""
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    return error is not None and any(marker in str(error) for marker in _ABANDONED_READ_MARKERS)
+
+
 def _keep_asyncio_record(record: logging.LogRecord) -> bool:
     error = record.exc_info[1] if record.exc_info else None
-    abandoned = record.getMessage().split("\n")[0] in (
-        "Future exception was never retrieved", "Task exception was never retrieved")
-    from_tensorstore = error is not None and any(
-        marker in str(error) for marker in ("tensorstore_spec=", "source locations="))
-    return not (abandoned and from_tensorstore)
+    abandoned = record.getMessage().split("\n")[0].endswith("exception was never retrieved")
+    return not (abandoned and _from_abandoned_read(error))
 
 
 def _keep_absl_record(record: logging.LogRecord) -> bool:

@@ -11,6 +11,7 @@ per protocol (see p5_jax.protocols).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 
 import gin
@@ -87,14 +88,16 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
              max_attention_cells: int = batch_decoding.ATTENTION_CELLS, seed: int = 0,
              sentencepiece_model_file: str | None = None, title: str | None = None,
              on_truncation: str = "error", max_history: int | None = None,
-             show_progress: bool = True) -> dict:
+             pad_to_input_length: bool = False, show_progress: bool = True) -> dict:
     """Restores the parameters, decodes every task under each protocol, writes the reports
     (into `output_dir`, or `output_dir/<protocol>` for several protocols); returns written paths.
 
     `on_truncation`: "error" stops at a task whose input length drops candidates or history
     items; "warn" evaluates it and records the ids shown (see p5_jax.eval_lengths).
     `max_history`: history items a sequential prompt shows; default the length the checkpoint's
-    run trained with (its MODEL_DIR/sequences.json), else 20."""
+    run trained with (its MODEL_DIR/sequences.json), else 20.
+    `pad_to_input_length`: every batch of a task takes the task's full input length (one compiled
+    shape per task, memory set before the first batch) instead of its longest prompt's."""
     p5_tasks.require_known(mixture_or_task_name, several=True, error=gin_bindings.JobError)
     task_feature_lengths = gin_bindings.require_feature_lengths(task_feature_lengths)
     eval_lengths.check_policy(on_truncation, name="evaluate.on_truncation",
@@ -117,34 +120,38 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
         min_candidate_share=min_candidate_share, bootstrap_resamples=bootstrap_resamples,
         num_beams=num_beams, alpha=beam_alpha, candidate_chunk_size=candidate_chunk_size,
         max_attention_cells=max_attention_cells, seed=seed, progress=show_progress,
-        on_truncation=on_truncation)
+        on_truncation=on_truncation, pad_to_input_length=pad_to_input_length)
     predictor = inference.Predictor(model=model, params=params, mesh=mesh)
-    try:
-        by_protocol = evaluation.evaluate_tasks(predictor=predictor, task_names=names,
-                                                config=config, protocol_names=protocols,
-                                                zero_shot_domain=zero_shot_domain)
-    except eval_lengths.TruncationError as error:
-        raise gin_bindings.JobError(f"{error} (set TASK_FEATURE_LENGTHS), or evaluate with "
-                                    "--gin.evaluate.on_truncation=\"'warn'\"") from error
     settings = {"checkpoint": str(directory), "step": step, "mixture": mixture_or_task_name,
                 "max_users_per_task": max_users_per_task, "seed": seed, "num_beams": num_beams,
                 "task_feature_lengths": dict(task_feature_lengths),
                 "fit_candidates": fit_candidates, "on_truncation": on_truncation,
                 "zero_shot_domain": zero_shot_domain, "max_history": max_history}
     base = output_dir or os.path.join(checkpoint_path, "eval", mixture_or_task_name)
-    if jax.process_index() != 0:
-        return {}
-    written = {}
-    for protocol, outputs in by_protocol.items():
-        files_by_dataset = eval_results.write_results(
-            out_dir=_output_dir(base, protocol, protocols), outputs=outputs, settings=settings,
-            baselines_fn=_baselines_fn(seed), flags_fn=data_flags, protocol=protocol,
-            title=title)
-        for dataset, files in files_by_dataset.items():
-            print(files["markdown"].read_text())
-            print(f"{dataset} ({protocol}): wrote " + ", ".join(str(p) for p in files.values()))
-        written[protocol] = files_by_dataset
-    return written
+    with tempfile.TemporaryDirectory(prefix="p5_eval_rows_") as spill_dir:
+        try:
+            by_protocol = evaluation.evaluate_tasks(
+                predictor=predictor, task_names=names, config=config, protocol_names=protocols,
+                zero_shot_domain=zero_shot_domain, spill_dir=spill_dir)
+        except eval_lengths.TruncationError as error:
+            raise gin_bindings.JobError(f"{error} (set TASK_FEATURE_LENGTHS), or evaluate with "
+                                        "--gin.evaluate.on_truncation=\"'warn'\"") from error
+        if jax.process_index() != 0:
+            return {}
+        return {protocol: _write(_output_dir(base, protocol, protocols), outputs,
+                                 settings=settings, seed=seed, protocol=protocol, title=title)
+                for protocol, outputs in by_protocol.items()}
+
+
+def _write(out_dir: str, outputs, *, settings, seed: int, protocol: str, title) -> dict:
+    """One protocol's reports and predictions (printing each results.md); their paths."""
+    files_by_dataset = eval_results.write_results(
+        out_dir=out_dir, outputs=outputs, settings=settings, baselines_fn=_baselines_fn(seed),
+        flags_fn=data_flags, protocol=protocol, title=title)
+    for dataset, files in files_by_dataset.items():
+        print(files["markdown"].read_text())
+        print(f"{dataset} ({protocol}): wrote " + ", ".join(str(p) for p in files.values()))
+    return files_by_dataset
 
 
 def main(argv):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from p5_jax import eval_baselines, protocols, report
 from p5_jax.evaluation import TaskOutput
+from p5_jax.spilled_rows import SpilledRows, write_rows
 
 
 def settings_lines(settings: Mapping, *, protocol: str) -> list[str]:
@@ -67,9 +68,12 @@ def write_predictions(out_dir: pathlib.Path, outputs: Sequence[TaskOutput]) -> p
     folder = out_dir / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     for output in outputs:
-        with open(folder / f"{output.plan.task}.jsonl", "w", encoding="utf-8") as file:
-            for row in output.rows:
-                file.write(json.dumps(report.json_safe(row)) + "\n")
+        path = folder / f"{output.plan.task}.jsonl"
+        if isinstance(output.rows, SpilledRows):
+            output.rows.copy_to(path)
+            continue
+        with open(path, "w", encoding="utf-8") as file:
+            write_rows(file, output.rows)
     return folder
 
 

@@ -16,6 +16,8 @@ import ctypes
 import dataclasses
 import gc
 import itertools
+import os
+import pathlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -38,6 +40,7 @@ from p5_jax import (
 from p5_jax.batch_decoding import ATTENTION_CELLS, chunks, decode_examples, ids_of, text_of
 from p5_jax.item_index import ItemIndex, build_item_index
 from p5_jax.protocols import BEAM, GREEDY, GROUP_BEAM, YES_RANK
+from p5_jax.spilled_rows import SpilledRows
 from p5_tasks import catalog, prompts, registration
 from p5_tasks.rendering import DROPPED
 
@@ -63,6 +66,7 @@ class EvalConfig:
     bootstrap_resamples: int = 1000
     progress: bool = True
     on_truncation: str = "error"   # or "warn": see p5_jax.eval_lengths
+    pad_to_input_length: bool = False   # see batch_decoding.batch_length
 
     def __post_init__(self):
         if self.batch_size < 1 or self.num_beams < 1:
@@ -104,10 +108,11 @@ class TaskPlan:
 
 @dataclasses.dataclass
 class TaskOutput:
-    """One task's result and its scored rows (ids, input, target, raw and parsed predictions)."""
+    """One task's result and its scored rows (ids, input, target, raw and parsed predictions),
+    in memory or spilled to disk (`p5_jax.spilled_rows`)."""
     plan: TaskPlan
     result: report.TaskResult
-    rows: list[dict]
+    rows: Sequence[dict]
 
 
 def plan_task(task_name: str, *, zero_shot_domain: bool = False,
@@ -384,11 +389,12 @@ def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
                    protocol_names: Sequence[str] = (protocols.EXACT,),
                    zero_shot_domain: bool = False,
                    item_ids_fn=catalog.item_ids,
-                   histories_fn=catalog.full_histories) -> dict[str, list[TaskOutput]]:
+                   histories_fn=catalog.full_histories,
+                   spill_dir: str | os.PathLike | None = None) -> dict[str, list[TaskOutput]]:
     """{protocol: outputs}: each task under each protocol; a task whose decoding is the same
     under two protocols is decoded once. Item indexes are built once per dataset (and once
     more with each user's whole history, `histories_fn(dataset, split)`, to leave out of
-    constrained beams)."""
+    constrained beams). With `spill_dir`, each finished task's rows go to a file there."""
     indexes: dict[tuple[str, bool], ItemIndex] = {}
     results: dict[str, list[TaskOutput]] = {p: [] for p in map(protocols.check, protocol_names)}
     for name in tqdm(task_names, desc="tasks", unit="task", disable=not config.progress):
@@ -415,6 +421,9 @@ def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
                 config=config, users=users,
                 input_length=input_length_for(plan, config=config, vocabulary=vocabulary,
                                               items=items))
+            if spill_dir is not None:
+                output = dataclasses.replace(output, rows=SpilledRows.spill(
+                    output.rows, pathlib.Path(spill_dir) / f"{protocol}.{name}.jsonl"))
             done[plan.decoding] = output
             results[protocol].append(output)
             release_memory()

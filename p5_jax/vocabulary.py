@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -65,28 +66,19 @@ def train_sentencepiece(*, texts: Iterable[str], model_path: str | os.PathLike,
     lines = [line for line in lines if line]
     if not lines:
         raise ValueError("no text to train a SentencePiece model on")
-    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
-        prefix = pathlib.Path(tmp) / "spm"
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_prefix=str(prefix),
-            vocab_size=vocab_size + len(symbols), user_defined_symbols=list(symbols),
-            model_type="unigram", pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1, split_digits=True,
-            character_coverage=1.0, num_threads=1, input_sentence_size=0,
-            shuffle_input_sentence=False, hard_vocab_limit=False, minloglevel=2,
-            split_by_unicode_script=False)
-        _strip_build_paths(pathlib.Path(f"{prefix}.model"))
-        os.replace(f"{prefix}.model", model_path)
+    model = io.BytesIO()  # written by SentencePiece itself, so no build path is stored in it
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model,
+        vocab_size=vocab_size + len(symbols), user_defined_symbols=list(symbols),
+        model_type="unigram", pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1, split_digits=True,
+        character_coverage=1.0, num_threads=1, input_sentence_size=0,
+        shuffle_input_sentence=False, hard_vocab_limit=False, minloglevel=2,
+        split_by_unicode_script=False)
+    with tempfile.NamedTemporaryFile(dir=model_path.parent, suffix=".model.tmp",
+                                     delete=False) as tmp:
+        tmp.write(model.getvalue())
+    os.replace(tmp.name, model_path)
     return model_path
-
-
-def _strip_build_paths(model_file: pathlib.Path) -> None:
-    """Blanks the temporary output prefix stored in the model, so equal corpora give equal bytes."""
-    from sentencepiece import sentencepiece_model_pb2
-
-    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]  # generated protobuf module
-    proto.ParseFromString(model_file.read_bytes())
-    proto.trainer_spec.model_prefix = ""
-    model_file.write_bytes(proto.SerializeToString(deterministic=True))
 
 
 def _dataset_texts(folder: pathlib.Path, manifest: dict) -> Iterable[str]:

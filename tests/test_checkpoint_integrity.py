@@ -2,7 +2,11 @@
 with one warning line naming the step and the reason, or stops with one error line."""
 import gc
 import json
+import os
+import pathlib
 import shutil
+import subprocess
+import sys
 import time
 
 import jax
@@ -171,6 +175,35 @@ def test_damaged_latest_step_falls_back(run_dir, capfd, caplog, kind):
     assert text.rstrip("\n").endswith("; using step 75")
     assert text.count("\n") == 1, text
     assert "Event loop is closed" not in text
+
+
+RESTORE_IN_A_FRESH_PROCESS = """
+import gc, pathlib, sys, time
+sys.path.insert(0, {tests!r})
+from test_checkpoint_integrity import assert_state_of, restore
+for directory in sys.argv[1:]:
+    assert_state_of(*restore(pathlib.Path(directory)), 75)
+gc.collect()
+time.sleep(0.5)
+"""
+
+
+def test_fallback_prints_one_line_outside_pytest(run_dir, tmp_path):
+    """Outside pytest's own hooks, the reads orbax abandons after a truncated file (unraisable
+    exceptions, asyncio's "exception was never retrieved") print nothing to stderr."""
+    second = tmp_path / "second"
+    shutil.copytree(run_dir, second)
+    for directory in (run_dir, second):
+        truncate(directory / "80")
+    code = RESTORE_IN_A_FRESH_PROCESS.format(tests=str(pathlib.Path(__file__).parent))
+    result = subprocess.run([sys.executable, "-c", code, str(run_dir), str(second)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert [line.split(" under ")[0] for line in ours] == ["warning: checkpoint step 80"] * 2
+    for noise in ("Traceback", "Exception", "never retrieved", "Event loop is closed"):
+        assert noise not in result.stderr, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("kind", ["array data file cut in half", "256 XOR-ed bytes",

@@ -181,6 +181,28 @@ def test_predictor_on_eight_devices_matches_one_device(tiny):
     assert rows == {(5, 6, 1), (5, 7, 1), (9, 1)}
 
 
+def test_padding_a_batch_to_the_input_length_changes_no_beam(tiny):
+    """The ground for `pad_to_input_length`: extra pad columns change no token and no score."""
+    model, params = tiny
+    trie = PrefixTrie.from_sequences([[5, 6, 1], [5, 7, 1], [9, 1]], vocab_size=64, eos_id=1)
+    inputs = np.random.default_rng(2).integers(3, 64, size=(8, 8)).astype(np.int32)
+    inputs[:, 5:] = 0   # prompts of 5 tokens
+    mesh = partitioning.make_mesh(data=-1, model=1, devices=jax.devices())
+    predictor = inference.Predictor(model=model, params=params, mesh=mesh)
+    short, long = (predictor.beam_search({"encoder_input_tokens": np.pad(inputs, ((0, 0), (0, extra)))},
+                                         num_decodes=3, max_decode_length=4, trie=trie)
+                   for extra in (0, 24))
+    np.testing.assert_array_equal(short[0], long[0])
+    np.testing.assert_allclose(short[1], long[1], atol=1e-5)
+
+
+def test_batch_length_rounds_the_longest_prompt_or_takes_the_input_length():
+    examples = [{"inputs": [7] * 10}, {"inputs": [7] * 70}]
+    assert batch_decoding.batch_length(examples, input_length=512) == 128
+    assert batch_decoding.batch_length(examples, input_length=100) == 100
+    assert batch_decoding.batch_length(examples, input_length=512, pad_to_input_length=True) == 512
+
+
 # -- one task end to end with a scripted predictor -----------------------------------------------
 class ScriptedPredictor:
     """Stands in for `inference.Predictor`: fixed greedy text, fixed beams, candidates scored so

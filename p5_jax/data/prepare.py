@@ -170,7 +170,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    quiet_tensorflow()
+    if args.beam:
+        quiet_tensorflow()  # for Beam's workers; the local build writes without TensorFlow
     try:
         manifest = prepare_dataset(name=args.dataset, out_root=args.out_dir, indexing=args.indexing,
                                    seed=args.seed, source=args.source, fmt=args.fmt,

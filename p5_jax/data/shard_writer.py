@@ -12,10 +12,10 @@ import multiprocessing
 import os
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from p5_jax.data import records
+from p5_jax.data.tfrecord_file import TFRecordFile
 
 FILE_BYTES = 256 << 20  # a split's next shard file starts past this size
 _JOB: tuple | None = None  # (plan, fields): set before the pool forks, so its workers inherit them
@@ -153,7 +153,7 @@ class _SplitFiles:
         self._close()
         self.paths.append(self.template.data_dir / f".{self.template.split}-{len(self.paths):05d}.partial")
         self.lengths.append(0)
-        self._writer, self._file_bytes = tf.io.TFRecordWriter(os.fspath(self.paths[-1])), 0
+        self._writer, self._file_bytes = TFRecordFile(self.paths[-1]), 0
 
     def _close(self) -> None:
         if self._writer is not None:

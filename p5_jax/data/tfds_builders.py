@@ -16,15 +16,12 @@ import shutil
 
 import numpy as np
 
-from p5_jax.tf_setup import quiet_tensorflow
-
-quiet_tensorflow()
-
-import tensorflow_datasets as tfds  # noqa: E402
+import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from p5_jax.data import beam_build, records, shard_writer
+from p5_jax.tf_setup import quiet_tensorflow
 
 KINDS = ("reviews", "sequences")
 VERSION = "1.0.0"
@@ -165,6 +162,7 @@ def load(*, root, dataset: str, kind: str, split: str):
             raise FileNotFoundError(f"{dataset} has no {kind} records (no ratings in its source): {path}")
         raise FileNotFoundError(f"{dataset} is not prepared under {root}; run "
                                 f"python -m p5_jax.data.prepare --dataset {dataset} --out_dir {root}")
+    quiet_tensorflow()  # reading needs TensorFlow; writing (prepare) does not import it
     builder = tfds.builder_from_directory(str(path))
     if split not in builder.info.splits:  # written splits only; this one had no records
         return builder.as_dataset(split=next(iter(builder.info.splits)), shuffle_files=False).take(0)
