@@ -27,6 +27,7 @@ from p5_jax import (
     eval_results,
     evaluation,
     gin_bindings,
+    heap,
     inference,
     partitioning,
     paths,
@@ -122,6 +123,7 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
         max_attention_cells=max_attention_cells, seed=seed, progress=show_progress,
         on_truncation=on_truncation, pad_to_input_length=pad_to_input_length)
     predictor = inference.Predictor(model=model, params=params, mesh=mesh)
+    heap.return_freed_memory_promptly()
     settings = {"checkpoint": str(directory), "step": step, "mixture": mixture_or_task_name,
                 "max_users_per_task": max_users_per_task, "seed": seed, "num_beams": num_beams,
                 "task_feature_lengths": dict(task_feature_lengths),

@@ -12,9 +12,7 @@ metrics withheld. Unparseable outputs are counted by the metrics and never raise
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import gc
 import itertools
 import os
 import pathlib
@@ -38,6 +36,7 @@ from p5_jax import (
     scoring,
 )
 from p5_jax.batch_decoding import ATTENTION_CELLS, chunks, decode_examples, ids_of, text_of
+from p5_jax.heap import release_memory
 from p5_jax.item_index import ItemIndex, build_item_index
 from p5_jax.protocols import BEAM, GREEDY, GROUP_BEAM, YES_RANK
 from p5_jax.spilled_rows import SpilledRows
@@ -428,15 +427,3 @@ def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
             results[protocol].append(output)
             release_memory()
     return results
-
-
-def release_memory() -> None:
-    """Returns freed heap memory to the system (glibc only; elsewhere a no-op).
-
-    The model calls' freed buffers stay in glibc's per-thread heaps and still count as
-    resident, so without this one task's transient peak raises the base of the next."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

@@ -1,0 +1,39 @@
+"""Handing freed heap memory back to the system, so that resident memory shows what an
+evaluation holds rather than what it once held (glibc only; elsewhere these do nothing)."""
+import ctypes
+import gc
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameter numbers
+
+
+def return_freed_memory_promptly() -> None:
+    """Has glibc give freed memory back to the system at once, process-wide (elsewhere a no-op):
+    blocks of 64 KiB or more are mapped on their own and unmapped when freed.
+
+    By default glibc keeps freed blocks for reuse, so each compiled program and batch of an
+    evaluation raised its resident memory a little for good: prompt 2-3 on 200 users peaked
+    140 MB above its run on 20 users, 82 MB with this."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_TRIM_THRESHOLD, 0)
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
+
+
+def release_memory() -> None:
+    """Returns freed heap memory to the system (glibc only; elsewhere a no-op).
+
+    The model calls' freed buffers stay in glibc's per-thread heaps and still count as
+    resident, so without this one task's transient peak raises the base of the next."""
+    gc.collect()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _glibc():
+    """glibc, or None on a system without it (or one without mallopt and malloc_trim)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
