@@ -8,9 +8,10 @@ time and the peak, then the ratio and, last, `eval_peak_rss_gib_1x=X.XX` and
 `eval_peak_rss_gib_10x=X.XX`.
 
 Batches are padded to their longest prompt (rounded up to 64 tokens), and each length met
-compiles a program that stays in memory, so a larger sample, which meets more lengths, peaks
-higher until it has met them all; `--pad_to_input_length` pads every batch to its task's input
-length (one program per task) and isolates the effect of the number of examples.
+compiles its own programs; evaluation decodes a task's batches shortest first and drops one
+length's programs when the next starts, so a larger sample, which meets more lengths, does not
+hold more of them. `--pad_to_input_length` pads every batch to its task's input length (one
+program per task) instead.
 
 Without --checkpoint a tiny model is trained for 2 steps (gin/experiments/demo_train.gin) into a
 temporary folder: the memory of an evaluation does not depend on the weights.

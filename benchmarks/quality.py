@@ -3,7 +3,7 @@ the CPU and scores it, SASRec and most-popular on the whole test split, same use
 
     python benchmarks/quality.py                       # ml100k and musical_instruments
     python benchmarks/quality.py --datasets ml100k --out_dir runs/quality
-    python benchmarks/quality.py --datasets ml100k --gin TRAIN_STEPS=4500 --out_dir runs/q4500
+    python benchmarks/quality.py --datasets ml100k --gin TRAIN_STEPS=3000 --out_dir runs/q3000
 
 Per dataset, each stage is the command a user would type (printed before it runs):
 1. prepare the shipped data with collaborative item ids into `<out_dir>/prepared`;
@@ -84,7 +84,7 @@ def _registered_tasks() -> set[str]:
 
 def run_stages(dataset: str, out_dir: pathlib.Path, env: dict,
                train_bindings: tuple[str, ...] = ()) -> pathlib.Path:
-    """Prepares, trains (the recipe, then `train_bindings`, e.g. "TRAIN_STEPS=4500"), fits
+    """Prepares, trains (the recipe, then `train_bindings`, e.g. "TRAIN_STEPS=3000"), fits
     SASRec and evaluates; returns the evaluation folder."""
     root = pathlib.Path(env["P5_DATA_DIR"])
     if not _prepared(root, dataset):
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--out_dir", default=str(REPO / "runs" / "quality"))
     parser.add_argument("--gin", action="append", default=[], metavar="BINDING",
-                        help="a gin binding added to the recipe's training, e.g. TRAIN_STEPS=4500")
+                        help="a gin binding added to the recipe's training, e.g. TRAIN_STEPS=3000")
     args = parser.parse_args(argv)
     out_dir = pathlib.Path(args.out_dir).resolve()
     os.environ["P5_DATA_DIR"] = str(out_dir / "prepared")   # before the tasks register

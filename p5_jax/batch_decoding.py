@@ -44,14 +44,25 @@ def batch_length(examples: Sequence[dict], *, input_length: int, pad_to_input_le
     """The longest input rounded up to LENGTH_MULTIPLE, at most `input_length` (padding beyond
     the longest input changes no output, and short prompts then run on short batches).
 
-    With `pad_to_input_length`, `input_length` itself: one compiled program per task whatever
-    examples come, so memory does not depend on their number. Bucketed, each length met compiles
-    a program that stays in memory (at most input_length / LENGTH_MULTIPLE per decoding): a
-    larger sample meets more lengths, then stops growing; it decodes short prompts faster."""
+    With `pad_to_input_length`, `input_length` itself: one compiled program per task, but
+    short prompts run at full length. Rounded, each length met compiles its own programs (at
+    most input_length / LENGTH_MULTIPLE per task; evaluation keeps one length's in memory)."""
     if pad_to_input_length:
         return input_length
     longest = max(len(e["inputs"]) for e in examples)
     return min(input_length, -(-longest // LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
+
+
+def length_order(examples: Sequence[dict], *, input_length: int,
+                 pad_to_input_length: bool = False) -> list[int]:
+    """Indices of `examples` by the batch length each would take alone, shortest first (stable).
+
+    Decoded in this order, a task meets each batch length in one run of batches, so the program
+    compiled for a length can be dropped when the next length starts (one in memory at a time)."""
+    def alone(index: int) -> int:
+        return batch_length([examples[index]], input_length=input_length,
+                            pad_to_input_length=pad_to_input_length)
+    return sorted(range(len(examples)), key=alone)
 
 
 def model_batch(examples: Sequence[dict], *, input_length: int, batch_size: int) -> dict:

@@ -98,8 +98,8 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
     `max_history`: history items a sequential prompt shows; default the length the checkpoint's
     run trained with (its MODEL_DIR/sequences.json), else 20.
     `pad_to_input_length`: every batch of a task takes the task's full input length instead of
-    its longest prompt's: one compiled program per task, so memory does not depend on the number
-    of examples, but short prompts run at full length."""
+    its longest prompt's rounded up to 64: one compilation per task instead of one per length
+    met, but short prompts run at full length (about 2x slower on the demo)."""
     p5_tasks.require_known(mixture_or_task_name, several=True, error=gin_bindings.JobError)
     task_feature_lengths = gin_bindings.require_feature_lengths(task_feature_lengths)
     eval_lengths.check_policy(on_truncation, name="evaluate.on_truncation",

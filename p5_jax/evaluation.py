@@ -35,8 +35,8 @@ from p5_jax import (
     report,
     scoring,
 )
-from p5_jax.batch_decoding import ATTENTION_CELLS, chunks, decode_examples, ids_of, text_of
-from p5_jax.heap import release_memory
+from p5_jax.batch_decoding import ATTENTION_CELLS, batch_length, chunks, decode_examples, ids_of, length_order, text_of
+from p5_jax.heap import drop_compiled_programs, release_memory
 from p5_jax.item_index import ItemIndex, build_item_index
 from p5_jax.protocols import BEAM, GREEDY, GROUP_BEAM, YES_RANK
 from p5_jax.spilled_rows import SpilledRows
@@ -297,22 +297,31 @@ def _truncation_text(examples: Iterable[Mapping], *, plan: TaskPlan, vocabulary,
 
 def _decoded_rows(examples: Iterator[dict], *, predictor, plan: TaskPlan, vocabulary,
                   items: ItemIndex | None, config: EvalConfig, input_length: int) -> list[dict]:
-    """Rows of every example, batch by batch; with `on_truncation="error"` the first batch with
-    an example that lost ids raises, after counting the rest of the task (not decoded).
+    """Rows of every example, in the task's order; with `on_truncation="error"` the first batch
+    with an example that lost ids raises, after counting the rest of the task (not decoded).
 
-    Several processes share the batches round-robin (each decodes its own on its own devices)
-    and gather the rows, in order, on every process."""
+    Batches go shortest first (`batch_decoding.length_order`), and the compiled programs of one
+    batch length are dropped when the next starts: however many examples a task has, one
+    length's programs are in memory at a time. Several processes share the batches round-robin
+    (each decodes its own on its own devices) and gather the rows, in order, on every process."""
+    held = list(examples)
+    order = length_order(held, input_length=input_length,
+                         pad_to_input_length=config.pad_to_input_length)
+    ordered = (held[i] for i in order)
     mine: list[list[dict]] = []  # rows of this process's batches
     skipped: list[dict] = []  # list cuts of the others'
+    compiled_for = None   # the batch length whose programs are in memory
     bar = tqdm(desc=f"{plan.task} ({plan.protocol})", unit="ex", disable=not config.progress,
                leave=False)
-    for index, chunk in enumerate(chunks(examples, config.batch_size)):
+    for index, chunk in enumerate(chunks(ordered, config.batch_size)):
         if config.on_truncation == "error" and any(map(eval_lengths.lost_lists, chunk)):
             bar.close()
             raise eval_lengths.TruncationError(plan.task + ": " + _truncation_text(
-                itertools.chain(*mine, skipped, chunk, examples), plan=plan,
+                itertools.chain(*mine, skipped, chunk, ordered), plan=plan,
                 vocabulary=vocabulary, items=items, input_length=input_length))
         if multihost.is_mine(index):
+            compiled_for = _programs_for(chunk, compiled_for, input_length=input_length,
+                                         config=config)
             outputs = decode_examples(predictor=predictor, plan=plan, examples=chunk,
                                       vocabulary=vocabulary, items=items, config=config,
                                       input_length=input_length)
@@ -321,7 +330,20 @@ def _decoded_rows(examples: Iterator[dict], *, predictor, plan: TaskPlan, vocabu
             skipped += [{key: e[key] for key in _DROPPED_KEYS if key in e} for e in chunk]
         bar.update(len(chunk))
     bar.close()
-    return list(itertools.chain(*multihost.gather_shares(mine)))
+    rows: list = [None] * len(order)
+    for position, row in zip(order, itertools.chain(*multihost.gather_shares(mine))):
+        rows[position] = row
+    return rows
+
+
+def _programs_for(chunk: Sequence[dict], compiled_for: int | None, *, input_length: int,
+                  config: EvalConfig) -> int:
+    """The chunk's batch length, after dropping the programs compiled for another length."""
+    length = batch_length(chunk, input_length=input_length,
+                          pad_to_input_length=config.pad_to_input_length)
+    if compiled_for is not None and length != compiled_for:
+        drop_compiled_programs()
+    return length
 
 
 def _list_figures(rows: Sequence[dict], *, plan: TaskPlan, vocabulary, items: ItemIndex | None,
@@ -425,5 +447,6 @@ def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
                     output.rows, pathlib.Path(spill_dir) / f"{protocol}.{name}.jsonl"))
             done[plan.decoding] = output
             results[protocol].append(output)
+            drop_compiled_programs()
             release_memory()
     return results

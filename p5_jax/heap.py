@@ -30,6 +30,17 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
+def drop_compiled_programs() -> None:
+    """Forgets every compiled XLA program (the next call of a jitted function compiles again).
+
+    Each input length an evaluation task meets compiles its own beam program, tens of MB on
+    the CPU, and jit keeps them all: without this, the programs of every earlier task stay
+    resident for the rest of the run."""
+    import jax  # here, so that the malloc helpers above need no jax
+
+    jax.clear_caches()
+
+
 def _glibc():
     """glibc, or None on a system without it (or one without mallopt and malloc_trim)."""
     try:

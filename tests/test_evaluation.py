@@ -203,6 +203,15 @@ def test_batch_length_rounds_the_longest_prompt_or_takes_the_input_length():
     assert batch_decoding.batch_length(examples, input_length=512, pad_to_input_length=True) == 512
 
 
+def test_length_order_puts_short_batches_first_and_keeps_ties_in_order():
+    examples = [{"inputs": [7] * n} for n in (70, 10, 200, 64, 65, 3)]
+    # lengths alone: 128, 64, 256, 64, 128, 64
+    assert batch_decoding.length_order(examples, input_length=512) == [1, 3, 5, 0, 4, 2]
+    assert batch_decoding.length_order(examples, input_length=100) == [1, 3, 5, 0, 2, 4]
+    assert batch_decoding.length_order(examples, input_length=512,
+                                       pad_to_input_length=True) == [0, 1, 2, 3, 4, 5]
+
+
 # -- one task end to end with a scripted predictor -----------------------------------------------
 class ScriptedPredictor:
     """Stands in for `inference.Predictor`: fixed greedy text, fixed beams, candidates scored so
@@ -457,3 +466,30 @@ def test_constrained_beams_bar_each_users_own_items(vocab):
                   for i in excluded.get(user, ()) if i in items.tokens}
         assert set(np.flatnonzero(np.asarray(trie.barred_BxS[row]))) == barred
     assert not np.asarray(trie.barred_BxS[len(order):]).any()
+
+
+class LengthRecorder(ScriptedPredictor):
+    """A scripted predictor that records the input length of every beam batch."""
+
+    def __init__(self, vocab):
+        super().__init__(vocab)
+        self.lengths = []
+
+    def beam_search(self, batch, **kwargs):
+        self.lengths.append(batch["encoder_input_tokens"].shape[1])
+        return super().beam_search(batch, **kwargs)
+
+
+def test_batches_go_shortest_first_and_rows_come_back_in_the_task_order(vocab, monkeypatch):
+    drops = []
+    monkeypatch.setattr(evaluation, "drop_compiled_programs", lambda: drops.append(1))
+    name = f"{MI}_sequential_2_3"
+    recorder = LengthRecorder(vocab)
+    out = _evaluate(name, vocab, recorder)
+    assert len(set(recorder.lengths)) >= 2, "the fixture should give prompts of several lengths"
+    assert recorder.lengths == sorted(recorder.lengths)
+    assert len(drops) == len(set(recorder.lengths)) - 1   # once per change of length
+    config = evaluation.EvalConfig(feature_lengths={"inputs": 1024, "targets": 16})
+    stream = evaluation.task_examples(evaluation.seqio.get_mixture_or_task(name), config=config,
+                                      input_length=1024)
+    assert [row["user_id"] for row in out.rows] == [e["user_id"].decode() for e in stream]
