@@ -415,7 +415,10 @@ def evaluate_tasks(*, predictor, task_names: Sequence[str], config: EvalConfig,
     """{protocol: outputs}: each task under each protocol; a task whose decoding is the same
     under two protocols is decoded once. Item indexes are built once per dataset (and once
     more with each user's whole history, `histories_fn(dataset, split)`, to leave out of
-    constrained beams). With `spill_dir`, each finished task's rows go to a file there."""
+    constrained beams). With `spill_dir`, each finished task's rows go to a file there.
+
+    Every compiled JAX program of the process is dropped between batch lengths and tasks
+    (`heap.drop_compiled_programs`): a caller that jits its own functions compiles them again."""
     indexes: dict[tuple[str, bool], ItemIndex] = {}
     results: dict[str, list[TaskOutput]] = {p: [] for p in map(protocols.check, protocol_names)}
     for name in tqdm(task_names, desc="tasks", unit="task", disable=not config.progress):
