@@ -13,8 +13,8 @@ length's programs when the next starts, so a larger sample, which meets more len
 hold more of them. `--pad_to_input_length` pads every batch to its task's input length (one
 program per task) instead.
 
-Without --checkpoint a tiny model is trained for 2 steps (gin/experiments/demo_train.gin) into a
-temporary folder: the memory of an evaluation does not depend on the weights.
+Without --checkpoint the demo's model is trained for 2 steps (gin/experiments/demo_train.gin)
+into a temporary folder: the memory of an evaluation does not depend on the weights.
 
     python benchmarks/eval_memory.py [--checkpoint DIR] [--users 20] [--tasks NAME[,NAME]]
         [--protocols exact p5] [--pad_to_input_length]
@@ -38,8 +38,8 @@ def _gin(name: str, value) -> str:
     return f"--gin.{name}={value!r}"
 
 
-def train_tiny(model_dir: pathlib.Path) -> pathlib.Path:
-    """A 2-step tiny checkpoint of the demo recipe."""
+def train_demo_model(model_dir: pathlib.Path) -> pathlib.Path:
+    """A 2-step checkpoint of the demo recipe."""
     subprocess.run([sys.executable, "-m", "p5_jax.train",
                     "--gin_file=gin/experiments/demo_train.gin", _gin("MODEL_DIR", str(model_dir)),
                     "--gin.TRAIN_STEPS=2", "--gin.train.checkpoint_every=2",
@@ -83,7 +83,7 @@ def _examples(out_dir: pathlib.Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="a tiny-model MODEL_DIR (default: train one)")
+    parser.add_argument("--checkpoint", help="a MODEL_DIR of the demo's model (default: train one)")
     parser.add_argument("--users", type=int, default=20, help="users of the 1x run")
     parser.add_argument("--tasks", help="task names instead of the demo mixture")
     parser.add_argument("--protocols", nargs="+", default=["exact", "p5"])
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="eval_memory_") as tmp_name:
         tmp = pathlib.Path(tmp_name)
-        checkpoint = args.checkpoint or train_tiny(tmp / "model")
+        checkpoint = args.checkpoint or train_demo_model(tmp / "model")
         runs = {}
         for label, users in (("1x", args.users), ("10x", 10 * args.users)):
             runs[label] = run_eval(checkpoint=checkpoint, out_dir=tmp / f"eval_{label}",

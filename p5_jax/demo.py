@@ -1,4 +1,4 @@
-"""The main job (`make demo`): prepare the default dataset, train the tiny model on all its task
+"""The main job (`make demo`): prepare the default dataset, train the compact model on all its task
 families and the SASRec baseline, evaluate every family, and write a report with plots.
 
 Each stage runs the same command a user would type, printed before it starts. Everything lands

@@ -56,3 +56,21 @@ def test_every_model_size_file_has_a_network_preset():
     layer_files = {"gin/models/t5_1_0.gin", gin_bindings.T5_1_1_FILE}
     shipped = {str(p.relative_to(paths.REPO_ROOT)) for p in (GIN_DIR / "models").glob("*.gin")}
     assert shipped - layer_files == {f for f, _ in gin_bindings.SIZE_FILES}
+
+
+def _bindings(gin_file: str) -> dict:
+    gin_bindings.parse_config(gin_files=[gin_file], gin_bindings=["MODEL_DIR = '/tmp/x'"])
+    return {key: dict(values) for key, values in gin.config._CONFIG.items()}
+
+
+@pytest.mark.parametrize("experiment", ["experiments/demo_train.gin",
+                                        "experiments/quality_train.gin"])
+def test_demo_and_quality_recipes_take_the_item_ranking_settings(cluttered_cwd, experiment):
+    """Both recipes bind every setting of gin/recipes/item_ranking.gin to its value there."""
+    recipe = _bindings("recipes/item_ranking.gin")
+    gin.clear_config()
+    bound = _bindings(experiment)
+    assert {"train.item_tokens", "make_schedule.peak_value"} <= {
+        f"{key[1].split('.')[-1]}.{name}" for key, values in recipe.items() for name in values}
+    for key, values in recipe.items():
+        assert {name: bound[key][name] for name in values} == values
