@@ -8,8 +8,10 @@ The stream is indexed, so its position is a handful of numbers and resuming repl
 - A task's records are held by index. Its draw k reads record perm_e(k mod n) of epoch
   e = k div n (`tf.random.experimental.index_shuffle`: a fresh permutation of the n records per
   epoch, from the seed; no shuffle buffer). Draws are preprocessed in chunks of `CHUNK` by the
-  task's own seqio preprocessors; a seeded one (`seqio.map_over_dataset(num_seeds=...)`) gets a
-  seed folded from (seed, task, chunk, its place in the chunk).
+  task's own seqio preprocessors; a seeded one (`seeded_map`) gets a seed folded from (seed,
+  task, chunk, its place in the chunk). seqio's own seeded maps are refused: their seeds come
+  from a tf.data random stream that restarts in every chunk, so the draw at one place of a chunk
+  would get the same seed in every chunk and epoch (the same sampled negative, coin, cut point).
 - Example g of a mixture comes from the task picked by a stateless draw from (seed, g) at
   seqio's mixing rates.
 - Windows of `converter.window_size` examples become rows (packed first fit, or one per row),
@@ -40,6 +42,14 @@ _FOREVER = 2 ** 62
 _LOAD_BATCH = 65536
 _META_SHAPES: dict[str, list[int]] = {"task": [], "chunk": [], "taken": []}
 _MIXTURE_SALT, _PERMUTATION_SALT = 1, 2
+
+
+def seeded_map(fn: Callable) -> Callable:
+    """`seqio.map_over_dataset(num_seeds=1)` of `fn(ex, seed)` that also keeps `fn` as
+    `random_map`, which the training stream calls with a seed of its own for every draw."""
+    mapped = seqio.map_over_dataset(num_seeds=1)(fn)
+    mapped.random_map = fn
+    return mapped
 
 
 # -- the position ---------------------------------------------------------------------------------
@@ -141,20 +151,34 @@ class _TaskDraws:
         dataset = tf.data.Dataset.range(first, first + self.chunk_size).map(self._record)
         chunk_key = _fold(self._key(), chunk)
         for step, preprocessor in enumerate(self.task.preprocessors):
-            preprocessor = seqio.utils.add_kwargs_to_transform(
-                preprocessor, sequence_length=dict(self.lengths),
-                output_features=self.task.output_features)
-            if hasattr(preprocessor, "random_map"):  # seqio.map_over_dataset(num_seeds=...)
+            random_map = getattr(preprocessor, "random_map", None)
+            if random_map is not None:  # seeded_map
                 step_key = _fold(chunk_key, step)
                 dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.range(_FOREVER)).map(
-                    lambda ex, place, fn=preprocessor.random_map, key=step_key:
+                    lambda ex, place, fn=random_map, key=step_key:
                     fn(ex, _fold(key, place)), num_parallel_calls=tf.data.AUTOTUNE)
             else:
-                dataset = preprocessor(dataset)
+                dataset = self._apply_unseeded(preprocessor, dataset)
         keys = p5_feature_converter.PADDED_INPUT_KEYS
         return dataset.enumerate().map(lambda taken, ex: (
             {key: ex[key] for key in keys},
             {"task": tf.constant(self.index, tf.int64), "chunk": chunk, "taken": taken}))
+
+    def _apply_unseeded(self, preprocessor, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """`preprocessor` on `dataset`, or a ValueError if it draws seqio map seeds."""
+        transform = seqio.utils.add_kwargs_to_transform(
+            preprocessor, sequence_length=dict(self.lengths),
+            output_features=self.task.output_features)
+        with seqio.utils.map_seed_manager(0):
+            dataset = transform(dataset)
+            drew_seeds = seqio.utils._NEXT_MAP_SEED != 0
+        if drew_seeds:
+            name = getattr(preprocessor, "__name__", repr(preprocessor))
+            raise ValueError(f"{self.task.name}: preprocessor {name} takes seqio map seeds, which "
+                             "repeat in every chunk of the training stream; decorate it with "
+                             "p5_jax.input_pipeline.seeded_map instead of "
+                             "seqio.map_over_dataset(num_seeds=1)")
+        return dataset
 
     def examples(self, start: tuple[int, int]) -> tf.data.Dataset:
         chunk, taken = start

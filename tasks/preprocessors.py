@@ -1,8 +1,9 @@
 """seqio preprocessors that turn prepared records into prompt fields, one job each.
 
-Randomness: `add_sample_seed` (seqio's seeded map) gives every record a `sample_seed`; the later
-steps draw from it with stateless ops, each under its own salt. Training records take seqio's
-per-example seed (new draws each epoch, reproducible for a pipeline seed); validation and test
+Randomness: `add_sample_seed` (a seeded map, `input_pipeline.seeded_map`) gives every record a
+`sample_seed`; the later steps draw from it with stateless ops, each under its own salt. Training
+records take the per-draw seed of the training stream (new draws each epoch, reproducible for a
+pipeline seed; seqio's when read through seqio.get_dataset); validation and test
 records take a seed hashed from the record itself, so evaluation sets never depend on the pipeline
 seed. Ids stay raw here (`"42"`); rendering adds `item_` / `user_`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import seqio
 import tensorflow as tf
 
+from p5_jax import input_pipeline
 from p5_tasks import catalog
 
 MAX_HISTORY = 20
@@ -36,7 +38,7 @@ def _coin(ex, salt: int) -> tf.Tensor:
     return tf.random.stateless_uniform([], _seed(ex, salt)) < 0.5
 
 
-@seqio.map_over_dataset(num_seeds=1)
+@input_pipeline.seeded_map
 def add_sample_seed(ex, seed):
     """{user_id, item_id|target, is_train, ...} -> {..., sample_seed: int64[2]}."""
     key_field = "item_id" if "item_id" in ex else "target"

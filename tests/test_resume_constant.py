@@ -11,6 +11,7 @@ from p5_jax import feature_converter, input_pipeline
 
 MIXTURE = "p5_test_resume_mixture"
 PLAIN, SEEDED = "p5_test_resume_plain", "p5_test_resume_seeded"
+SEQIO_SEEDED = "p5_test_resume_seqio_seeded"
 LENGTHS = {"inputs": 10, "targets": 4}
 RECORDS = 30
 
@@ -22,7 +23,7 @@ def _records(split):
             "inputs_whole_word_ids": np.tile(np.arange(1, 7, dtype=np.int32), (RECORDS, 1))}
 
 
-@seqio.map_over_dataset(num_seeds=1)
+@input_pipeline.seeded_map
 def _random_first_token(ex, seed):
     ex = dict(ex)
     token = tf.random.stateless_uniform([1], seed, minval=3, maxval=99, dtype=tf.int32)
@@ -41,7 +42,9 @@ def _register():
     features = {"inputs": seqio.Feature(vocab, add_eos=False), "targets": seqio.Feature(vocab),
                 "inputs_whole_word_ids": seqio.Feature(seqio.PassThroughVocabulary(size=16),
                                                        add_eos=False)}
-    for name, preprocessors in ((PLAIN, []), (SEEDED, [_random_first_token, _drop_every_third])):
+    seqio_seeded = seqio.map_over_dataset(num_seeds=1)(_random_first_token.random_map)
+    for name, preprocessors in ((PLAIN, []), (SEEDED, [_random_first_token, _drop_every_third]),
+                                (SEQIO_SEEDED, [seqio_seeded])):
         source = seqio.FunctionDataSource(
             lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(
                 _records(split)), splits=["train"])
@@ -120,3 +123,26 @@ def test_bad_stream_positions_are_refused():
         input_pipeline.StreamState.from_json({"window": 1})
     with pytest.raises(ValueError, match="negative"):
         input_pipeline.StreamState.from_json({"window": -1, "row": 0, "tasks": {}})
+
+
+def _first_tokens(name, *, draws, chunk_size):
+    _register()
+    stream = input_pipeline.MixtureStream(
+        mixture_or_task_name=name, task_feature_lengths=LENGTHS, split="train",
+        converter=feature_converter.P5EncDecFeatureConverter(), seed=3, shuffle=False,
+        chunk_size=chunk_size)
+    examples = stream.examples(input_pipeline.StreamState()).take(draws)
+    return [int(ex["inputs"][0]) for ex, _ in examples.as_numpy_iterator()]
+
+
+def test_seeded_preprocessors_draw_new_values_in_every_chunk():
+    """The random first token of 30 draws in chunks of 5: with a seed per place in a chunk (what
+    seqio's own seeded maps give every chunk) there would be at most 5 values."""
+    tokens = _first_tokens(SEEDED, draws=30, chunk_size=5)
+    assert len(set(tokens)) > 15
+    assert tokens[:5] != tokens[5:10]
+
+
+def test_seqio_seeded_maps_are_refused_by_the_training_stream():
+    with pytest.raises(ValueError, match="_random_first_token takes seqio map seeds.*seeded_map"):
+        _first_tokens(SEQIO_SEEDED, draws=1, chunk_size=5)
