@@ -44,6 +44,27 @@ _META_SHAPES: dict[str, list[int]] = {"task": [], "chunk": [], "taken": []}
 _MIXTURE_SALT, _PERMUTATION_SALT = 1, 2
 
 
+class SeededPreprocessorError(ValueError):
+    """A task preprocessor takes seqio's map seeds, which repeat in every chunk of the stream."""
+
+
+def _refusal(task_name: str, preprocessor) -> SeededPreprocessorError:
+    name = getattr(preprocessor, "__name__", repr(preprocessor))
+    return SeededPreprocessorError(
+        f"{task_name}: preprocessor {name} takes seqio map seeds, which repeat in every chunk of "
+        "the training stream; decorate it with p5_jax.input_pipeline.seeded_map instead of "
+        "seqio.map_over_dataset(num_seeds=1)")
+
+
+def _takes_seqio_seeds(preprocessor) -> bool:
+    """Whether `preprocessor` is seqio's seeded wrapper (it closes over `num_seeds`) without
+    a `random_map` of its own."""
+    function = preprocessor.func if isinstance(preprocessor, functools.partial) else preprocessor
+    code = getattr(function, "__code__", None)
+    return (code is not None and "num_seeds" in code.co_freevars
+            and not hasattr(preprocessor, "random_map"))
+
+
 def seeded_map(fn: Callable) -> Callable:
     """`seqio.map_over_dataset(num_seeds=1)` of `fn(ex, seed)` that also keeps `fn` as
     `random_map`, which the training stream calls with a seed of its own for every draw."""
@@ -165,7 +186,8 @@ class _TaskDraws:
             {"task": tf.constant(self.index, tf.int64), "chunk": chunk, "taken": taken}))
 
     def _apply_unseeded(self, preprocessor, dataset: tf.data.Dataset) -> tf.data.Dataset:
-        """`preprocessor` on `dataset`, or a ValueError if it draws seqio map seeds."""
+        """`preprocessor` on `dataset`, or a SeededPreprocessorError if it draws seqio map seeds
+        (a wrapper that `_takes_seqio_seeds` did not recognise)."""
         transform = seqio.utils.add_kwargs_to_transform(
             preprocessor, sequence_length=dict(self.lengths),
             output_features=self.task.output_features)
@@ -173,16 +195,14 @@ class _TaskDraws:
             dataset = transform(dataset)
             drew_seeds = seqio.utils._NEXT_MAP_SEED != 0
         if drew_seeds:
-            name = getattr(preprocessor, "__name__", repr(preprocessor))
-            raise ValueError(f"{self.task.name}: preprocessor {name} takes seqio map seeds, which "
-                             "repeat in every chunk of the training stream; decorate it with "
-                             "p5_jax.input_pipeline.seeded_map instead of "
-                             "seqio.map_over_dataset(num_seeds=1)")
+            raise _refusal(self.task.name, preprocessor)
         return dataset
 
     def examples(self, start: tuple[int, int]) -> tf.data.Dataset:
         chunk, taken = start
         with seqio.utils.map_seed_manager(self.seed):
+            # Built once outside tf.data's tracing, so that a refusal is a plain error.
+            self._chunk(tf.constant(chunk, tf.int64))
             return (tf.data.Dataset.range(chunk, _FOREVER).flat_map(self._chunk).skip(taken)
                     .prefetch(tf.data.AUTOTUNE))
 
@@ -206,6 +226,10 @@ class MixtureStream:
                   if rate > 0 and split in task.splits]
         if not chosen:
             raise ValueError(f"{mixture_or_task_name} has no task with a {split!r} split.")
+        for task, _ in chosen:
+            seqio_seeded = next((p for p in task.preprocessors if _takes_seqio_seeds(p)), None)
+            if seqio_seeded is not None:
+                raise _refusal(task.name, seqio_seeded)
         self.split, self.seed = split, seed
         self.lengths, self.converter, self.shuffle = dict(task_feature_lengths), converter, shuffle
         self.chunk_size = chunk_size

@@ -125,7 +125,10 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     stream = functools.partial(
         input_pipeline.global_batches, mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=task_feature_lengths, pack=pack, batch_size=batch_size, seed=seed)
-    batches = stream(split="train")
+    try:
+        batches = stream(split="train")
+    except input_pipeline.SeededPreprocessorError as error:
+        raise gin_bindings.JobError(str(error)) from error
     eval_fn = None
     if eval_every:
         eval_fn = _cached_batches(lambda: itertools.islice(

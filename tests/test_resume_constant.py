@@ -12,6 +12,7 @@ from p5_jax import feature_converter, input_pipeline
 MIXTURE = "p5_test_resume_mixture"
 PLAIN, SEEDED = "p5_test_resume_plain", "p5_test_resume_seeded"
 SEQIO_SEEDED = "p5_test_resume_seqio_seeded"
+WRAPPED_SEQIO_SEEDED = "p5_test_resume_wrapped_seqio_seeded"
 LENGTHS = {"inputs": 10, "targets": 4}
 RECORDS = 30
 
@@ -43,8 +44,13 @@ def _register():
                 "inputs_whole_word_ids": seqio.Feature(seqio.PassThroughVocabulary(size=16),
                                                        add_eos=False)}
     seqio_seeded = seqio.map_over_dataset(num_seeds=1)(_random_first_token.random_map)
+
+    def _wrapped_seqio_seeded(dataset):  # not recognisable before it runs
+        return seqio_seeded(dataset)
+
     for name, preprocessors in ((PLAIN, []), (SEEDED, [_random_first_token, _drop_every_third]),
-                                (SEQIO_SEEDED, [seqio_seeded])):
+                                (SEQIO_SEEDED, [seqio_seeded]),
+                                (WRAPPED_SEQIO_SEEDED, [_wrapped_seqio_seeded])):
         source = seqio.FunctionDataSource(
             lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(
                 _records(split)), splits=["train"])
@@ -143,6 +149,11 @@ def test_seeded_preprocessors_draw_new_values_in_every_chunk():
     assert tokens[:5] != tokens[5:10]
 
 
-def test_seqio_seeded_maps_are_refused_by_the_training_stream():
-    with pytest.raises(ValueError, match="_random_first_token takes seqio map seeds.*seeded_map"):
-        _first_tokens(SEQIO_SEEDED, draws=1, chunk_size=5)
+@pytest.mark.parametrize("name, preprocessor", [
+    (SEQIO_SEEDED, "_random_first_token"),  # refused when the stream is made
+    (WRAPPED_SEQIO_SEEDED, "_wrapped_seqio_seeded"),  # refused when its first chunk is built
+])
+def test_seqio_seeded_maps_are_refused_by_the_training_stream(name, preprocessor):
+    with pytest.raises(input_pipeline.SeededPreprocessorError,
+                       match=f"{preprocessor} takes seqio map seeds.*seeded_map"):
+        _first_tokens(name, draws=1, chunk_size=5)

@@ -92,6 +92,33 @@ def test_bad_mesh_fails_before_compute(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+SEQIO_SEEDED_TASK = "p5_test_toy_seqio_seeded_task"
+
+
+@seqio.map_over_dataset(num_seeds=1)
+def _seqio_seeded_noop(ex, seed):
+    del seed
+    return ex
+
+
+def test_a_task_with_seqio_seeded_preprocessors_is_refused_before_training(tmp_path):
+    """seqio's seeds would repeat in every chunk of the stream: one error naming the fix."""
+    _register_toy_task()
+    if SEQIO_SEEDED_TASK not in seqio.TaskRegistry.names():
+        toy = seqio.get_mixture_or_task(TOY_TASK)
+        seqio.TaskRegistry.add(SEQIO_SEEDED_TASK, source=toy.source,
+                               preprocessors=[_seqio_seeded_noop],
+                               output_features=toy.output_features)
+    gin_bindings.parse_config(
+        gin_files=["gin/runs/train.gin", "gin/models/tiny.gin"],
+        gin_bindings=[*TINY_BINDINGS, "TRAIN_STEPS = 3", f"MODEL_DIR = '{tmp_path}'",
+                      f"MIXTURE_OR_TASK_NAME = '{SEQIO_SEEDED_TASK}'"])
+    with pytest.raises(gin_bindings.JobError,
+                       match="_seqio_seeded_noop takes seqio map seeds.*seeded_map"):
+        train_entry.train()
+    assert not os.listdir(tmp_path)
+
+
 @pytest.mark.parametrize("environ,expected", [
     ({}, None),
     ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",
