@@ -200,11 +200,10 @@ class _TaskDraws:
 
     def examples(self, start: tuple[int, int]) -> tf.data.Dataset:
         chunk, taken = start
-        with seqio.utils.map_seed_manager(self.seed):
-            # Built once outside tf.data's tracing, so that a refusal is a plain error.
-            self._chunk(tf.constant(chunk, tf.int64))
-            return (tf.data.Dataset.range(chunk, _FOREVER).flat_map(self._chunk).skip(taken)
-                    .prefetch(tf.data.AUTOTUNE))
+        # Built once outside tf.data's tracing, so that a refusal is a plain error.
+        self._chunk(tf.constant(chunk, tf.int64))
+        return (tf.data.Dataset.range(chunk, _FOREVER).flat_map(self._chunk).skip(taken)
+                .prefetch(tf.data.AUTOTUNE))
 
 
 # -- the mixture ----------------------------------------------------------------------------------
