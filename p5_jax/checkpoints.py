@@ -386,8 +386,10 @@ def _quiet_orbax_noise() -> None:
     logging.getLogger("absl").addFilter(_keep_absl_record)
 
 
+# TensorStore's read errors come with or without its spec; a truncated OCDBT file can give a
+# bare "OUT_OF_RANGE: Error reading ... in OCDBT database at ...".
 _ABANDONED_READ_MARKERS = ("tensorstore_spec=", "source locations=", "TensorStore({",
-                           "Encountered error while reading array index")
+                           "Encountered error while reading array index", " in OCDBT database at ")
 
 
 def _from_abandoned_read(error: BaseException | None) -> bool:

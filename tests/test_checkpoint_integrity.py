@@ -2,6 +2,7 @@
 with one warning line naming the step and the reason, or stops with one error line."""
 import gc
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -204,6 +205,35 @@ def test_fallback_prints_one_line_outside_pytest(run_dir, tmp_path):
     assert [line.split(" under ")[0] for line in ours] == ["warning: checkpoint step 80"] * 2
     for noise in ("Traceback", "Exception", "never retrieved", "Event loop is closed"):
         assert noise not in result.stderr, result.stderr[-3000:]
+
+
+ABANDONED_READ_ERRORS = [
+    RuntimeError("Event loop is closed"),
+    ValueError('OUT_OF_RANGE: Error reading "opt_state.1.0.nu.encoder.layers_0.mlp.wo/7.0" in '
+               'OCDBT database at local file "/tmp/run/80/state/": Requested byte range '
+               '[80492, 81526) is not valid for value of size 69128'),
+    ValueError("DATA_LOSS: Error reading local file [tensorstore_spec='{\\\"driver\\\": 1}']"),
+]
+
+
+def never_retrieved(error: BaseException) -> logging.LogRecord:
+    """The record asyncio logs for a future whose exception nobody read."""
+    return logging.LogRecord("asyncio", logging.ERROR, __file__, 0,
+                             "Future exception was never retrieved\nfuture: <Future>", None,
+                             (type(error), error, None))
+
+
+@pytest.mark.parametrize("error", ABANDONED_READ_ERRORS, ids=["loop closed", "bare OCDBT range",
+                                                               "with spec"])
+def test_abandoned_read_errors_are_filtered_from_asyncio(error):
+    assert not checkpoints._keep_asyncio_record(never_retrieved(error))
+
+
+def test_other_asyncio_errors_are_kept():
+    assert checkpoints._keep_asyncio_record(never_retrieved(ValueError("disk quota exceeded")))
+    other = logging.LogRecord("asyncio", logging.ERROR, __file__, 0, "Task was destroyed",
+                              None, (RuntimeError, RuntimeError("Event loop is closed"), None))
+    assert checkpoints._keep_asyncio_record(other)
 
 
 @pytest.mark.parametrize("kind", ["array data file cut in half", "256 XOR-ed bytes",
