@@ -16,6 +16,7 @@ must be the gin model's. A MODEL_DIR that already has checkpoints resumes and ig
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -68,7 +69,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           sequential_sampling: str = "p5", show_progress: bool = True, pack: bool = True,
           initial_checkpoint: str | None = None, on_bad_checkpoint: str = "fall_back",
           item_tokens: bool = False, prompt_kind_weights: Mapping[str, float] | None = None,
-          max_history: int | None = None):
+          max_history: int | None = None, continuation_items: int = 0):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
 
     `initial_checkpoint`: a Hugging Face T5 folder or a p5-jax checkpoint to start from (see the
@@ -82,6 +83,9 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     or "all_prefixes" (any cut point: more distinct examples for small, data-hungry runs).
     `max_history`: history items a sequential prompt shows (default 20, P5's); the run records
     it in MODEL_DIR/sequences.json, and evaluation of its checkpoints follows.
+    `continuation_items`: k > 0 also trains this project's continuation prompt (2-14, outside
+    P5's collection; p5_tasks.prompts.CONTINUATION), whose target lists the next k items, at
+    the rate of prompt kind "continuation" (see `prompt_kind_weights`); 0 trains P5's prompts only.
 
     `pack`: several examples per row (first-fit packing, attention kept inside each example)
     for the training and validation batches, so `batch_size` counts rows; False gives one
@@ -97,7 +101,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     (one warning line each) or "stop" with one error line.
     """
     task_feature_lengths = gin_bindings.require_feature_lengths(task_feature_lengths)
-    _set_sequence_options(sampling=sequential_sampling, max_history=max_history)
+    _set_sequence_options(sampling=sequential_sampling, max_history=max_history,
+                          continuation=continuation_items)
     try:
         rates.set_kind_weights(prompt_kind_weights)
     except ValueError as error:
@@ -125,10 +130,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     stream = functools.partial(
         input_pipeline.global_batches, mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=task_feature_lengths, pack=pack, batch_size=batch_size, seed=seed)
-    try:
+    with _refusals_as_job_errors():
         batches = stream(split="train")
-    except input_pipeline.SeededPreprocessorError as error:
-        raise gin_bindings.JobError(str(error)) from error
     eval_fn = None
     if eval_every:
         eval_fn = _cached_batches(lambda: itertools.islice(
@@ -141,20 +144,31 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     with checkpoints.Checkpointer(directory=os.path.join(model_dir, "checkpoints"),
                                   save_every=checkpoint_every, keep=keep_checkpoints,
                                   on_bad_checkpoint=on_bad_checkpoint) as ckpt:
-        state = trainer.fit(trainer=train_state, batches=batches, total_steps=train_steps,
-                            seed=seed, checkpointer=ckpt, log=log, log_every=log_every,
-                            eval_every=eval_every, eval_batches_fn=eval_fn)
+        with _refusals_as_job_errors():  # a preprocessor seen only when its chunk is built
+            state = trainer.fit(trainer=train_state, batches=batches, total_steps=train_steps,
+                                seed=seed, checkpointer=ckpt, log=log, log_every=log_every,
+                                eval_every=eval_every, eval_batches_fn=eval_fn)
     log.close()
     return state
 
 
-def _set_sequence_options(*, sampling: str, max_history: int | None) -> None:
-    if sampling == "p5" and max_history is None:
+def _set_sequence_options(*, sampling: str, max_history: int | None, continuation: int) -> None:
+    if sampling == "p5" and max_history is None and not continuation:
         return
     try:
-        registration.set_sequence_options(sampling=sampling, max_history=max_history)
+        registration.set_sequence_options(sampling=sampling, max_history=max_history,
+                                          continuation=continuation)
     except ValueError as error:
         raise gin_bindings.JobError(f"train: {error}") from error
+
+
+@contextlib.contextmanager
+def _refusals_as_job_errors():
+    """The training stream's refusal of a seqio-seeded preprocessor, as one error line."""
+    try:
+        yield
+    except input_pipeline.SeededPreprocessorError as error:
+        raise gin_bindings.JobError(str(error)) from error
 
 
 def _cached_batches(make_batches):

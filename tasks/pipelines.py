@@ -35,13 +35,14 @@ def _review_steps(prompt: Prompt) -> list:
 
 
 def _sequence_steps(prompt: Prompt, *, dataset: str, num_candidates: int,
-                    sequential_sampling: str, max_history: int) -> list:
+                    sequential_sampling: str, max_history: int, continuation: int) -> list:
     family = families.get(prompt.family)
     if family.sequence_target == "next_item":
+        listed = continuation if "continuation" in prompt.target_slots else 0
         steps = [functools.partial(pre.filter_usable_sequences, min_train_history=2),
                  pre.add_sample_seed,
                  functools.partial(pre.next_item_from_prefix, sampling=sequential_sampling,
-                                   max_history=max_history)]
+                                   max_history=max_history, continuation=listed)]
     else:
         steps = [functools.partial(pre.filter_usable_sequences, min_train_history=1),
                  pre.add_sample_seed, pre.positive_from_history]
@@ -61,13 +62,16 @@ def _sequence_steps(prompt: Prompt, *, dataset: str, num_candidates: int,
 
 
 def preprocessors(prompt: Prompt, *, dataset: str, kind: str, num_candidates: int,
-                  sequential_sampling: str = "p5", max_history: int = pre.MAX_HISTORY) -> list:
-    """Sampling -> length fit -> shuffle -> render -> tokenize -> EOS -> whole-word ids."""
+                  sequential_sampling: str = "p5", max_history: int = pre.MAX_HISTORY,
+                  continuation: int = 1) -> list:
+    """Sampling -> length fit -> shuffle -> render -> tokenize -> EOS -> whole-word ids.
+    `continuation`: the most items a {continuation} target lists."""
     if kind == "reviews":
         steps = _review_steps(prompt)
     else:
         steps = _sequence_steps(prompt, dataset=dataset, num_candidates=num_candidates,
-                                sequential_sampling=sequential_sampling, max_history=max_history)
+                                sequential_sampling=sequential_sampling, max_history=max_history,
+                                continuation=continuation)
     text_slots = [s for s in _TEXT_SLOTS if s in prompt.slots + prompt.target_slots]
     steps.append(functools.partial(rendering.filter_nonempty, fields=text_slots))
     steps.append(functools.partial(rendering.fit_lists_to_length, prompt=prompt))

@@ -84,10 +84,13 @@ def check_sequential_sampling(sampling: str) -> str:
     return sampling
 
 
-def next_item_from_prefix(dataset, *, sampling: str = "p5", max_history: int = MAX_HISTORY):
+def next_item_from_prefix(dataset, *, sampling: str = "p5", max_history: int = MAX_HISTORY,
+                          continuation: int = 0):
     """Training: {history: [a, .., j]} -> {history: [b, .., g], target: h}, the window drawn as
     `sampling` says ("p5": `_p5_window`, "all_prefixes": `_all_prefixes_window`); evaluation
-    keeps the stored history and target. Histories keep their last `max_history` items."""
+    keeps the stored history and target. Histories keep their last `max_history` items.
+    `continuation` k > 0 adds {continuation: [h, i, j]}: the target and the items after it, k
+    at most (evaluation: [target])."""
     window = _WINDOWS[check_sequential_sampling(sampling)]
 
     def cut(ex):
@@ -95,7 +98,11 @@ def next_item_from_prefix(dataset, *, sampling: str = "p5", max_history: int = M
         start, end = tf.cond(is_train, lambda: window(ex, n), lambda: (tf.constant(0), n))
         target = tf.cond(is_train, lambda: tf.gather(history, end), lambda: ex["target"])
         kept = history[tf.maximum(start, end - max_history):end]
-        return {**ex, "target": target, "history": kept}
+        ex = {**ex, "target": target, "history": kept}
+        if continuation > 0:
+            ex["continuation"] = tf.cond(is_train, lambda: history[end:end + continuation],
+                                         lambda: target[None])
+        return ex
 
     return dataset.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
 

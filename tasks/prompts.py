@@ -3,7 +3,8 @@
 Placeholders (`{slot}`) name what a prompt shows; `slots` and `required_fields` are read from the
 templates, never counted by hand. Slot values are rendered text: `user_id` -> "user_17",
 `item_id` / `target_item` -> "item_42", `history` / `candidates` -> ids joined by " , " or " -> ",
-`rating` / `star` -> "4", `answer` -> "yes" | "no", `like` -> "like" | "dislike".
+`continuation` -> ids joined by spaces, `rating` / `star` -> "4", `answer` -> "yes" | "no",
+`like` -> "like" | "dislike".
 The wording is this project's own; ids, inputs and outputs follow P5's collection.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ OUTPUTS = ("rating", "yes_no", "like", "item", "explanation", "rating_explanatio
 LIST_SLOTS = ("history", "candidates")
 SLOTS = ("user_id", "user_desc", "item_id", "item_title", "item_brand", "item_price", "rating",
          "star", "answer", "like", "review_text", "summary", "explanation", "feature",
-         "history", "candidates", "target_item")
+         "history", "candidates", "target_item", "continuation")
 
 # Dataset fields (see DatasetSpec.fields) a slot needs; user_id and user_desc always exist.
 _SLOT_FIELDS = {
@@ -27,6 +28,7 @@ _SLOT_FIELDS = {
     "rating": "rating", "star": "rating", "like": "rating", "review_text": "review_text",
     "summary": "summary", "explanation": "explanation", "feature": "explanation",
     "history": "sequences", "candidates": "sequences", "target_item": "sequences",
+    "continuation": "sequences",
 }
 
 
@@ -210,7 +212,15 @@ PROMPTS: tuple[Prompt, ...] = (
        "rating from 1 to 5 .", _RATING, seen=False),
 )
 
-_BY_ID = {prompt.id: prompt for prompt in PROMPTS}
+# This project's own training prompt, outside P5's collection and registered only when a run
+# asks for it (`set_sequence_options(continuation=k)`): the target lists the next k items in
+# order ({continuation}: "item_3 item_9 item_1"), so one pass over a history teaches k
+# next-item steps (each later one given the earlier ones, as a causal sequence model learns).
+# Evaluation and its sets never read it; P5's mixtures and rates are unchanged without it.
+CONTINUATION = _p("2-14", "sequential", "item", "{user_id} bought {history} . List the items "
+                  "this user buys next , in order .", "{continuation}")
+KNOWN_PROMPTS = PROMPTS + (CONTINUATION,)
+_BY_ID = {prompt.id: prompt for prompt in KNOWN_PROMPTS}
 
 
 def get_prompt(prompt_id: str) -> Prompt:

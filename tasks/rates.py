@@ -20,13 +20,16 @@ import json
 from p5_jax import families, paths
 from p5_tasks.prompts import Prompt
 
-KINDS = ("next_item", "candidates", "yes_no", "other")
+KINDS = ("next_item", "continuation", "candidates", "yes_no", "other")
 _kind_weights: dict[str, float] = {}
 
 
 def prompt_kind(prompt: Prompt) -> str:
-    """"next_item" (an item from the whole catalogue), "candidates" (an item among those
-    shown), "yes_no", or "other" (ratings, text)."""
+    """"next_item" (an item from the whole catalogue), "continuation" (the next items in order,
+    prompts.CONTINUATION), "candidates" (an item among those shown), "yes_no", or "other"
+    (ratings, text)."""
+    if "continuation" in prompt.target_slots:
+        return "continuation"
     if prompt.output == "item":
         return "candidates" if "candidates" in prompt.slots else "next_item"
     return "yes_no" if prompt.output == "yes_no" else "other"

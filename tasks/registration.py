@@ -54,6 +54,7 @@ class DatasetSpec:
     num_candidates: int = pipelines.pre.NUM_CANDIDATES
     sequential_sampling: str = "p5"   # or "all_prefixes": see pre.next_item_from_prefix
     max_history: int = pipelines.pre.MAX_HISTORY   # history items a prompt shows, newest kept
+    continuation: int = 0   # > 0: also train prompts.CONTINUATION, listing that many next items
 
     def __post_init__(self):
         unknown = set(self.fields) - KNOWN_FIELDS
@@ -68,6 +69,8 @@ class DatasetSpec:
                              f"got {self.sequential_sampling!r}")
         if self.max_history < 1:
             raise ValueError(f"{self.name}: max_history must be >= 1, got {self.max_history}")
+        if self.continuation < 0:
+            raise ValueError(f"{self.name}: continuation must be >= 0, got {self.continuation}")
 
 
 def task_name(dataset: str, prompt: prompts.Prompt) -> str:
@@ -76,7 +79,7 @@ def task_name(dataset: str, prompt: prompts.Prompt) -> str:
 
 def parse_task_name(name: str) -> tuple[str, prompts.Prompt]:
     """(dataset, prompt) of a name built by `task_name`; ValueError for any other name."""
-    for prompt in prompts.PROMPTS:
+    for prompt in prompts.KNOWN_PROMPTS:
         suffix = f"_{prompt.family}_{prompt.task_suffix}"
         if name.startswith("p5_") and name.endswith(suffix) and len(name) > len(suffix) + 3:
             return name[len("p5_"):-len(suffix)], prompt
@@ -93,7 +96,8 @@ def _add_task(spec: DatasetSpec, prompt: prompts.Prompt) -> str:
         preprocessors=pipelines.preprocessors(prompt, dataset=spec.name, kind=kind,
                                               num_candidates=spec.num_candidates,
                                               sequential_sampling=spec.sequential_sampling,
-                                              max_history=spec.max_history),
+                                              max_history=spec.max_history,
+                                              continuation=spec.continuation),
         output_features=OUTPUT_FEATURES, postprocess_fn=postprocess_fn, metric_fns=metric_fns,
         shuffle_buffer_size=1000)
     return name
@@ -111,8 +115,13 @@ def register_dataset(spec: DatasetSpec, *, from_manifest: bool = False) -> list[
     `tasks/<name>.py` imported later wins over its manifest).
     """
     available = prompts.prompts_for(fields=frozenset(spec.fields))
+    if spec.continuation and prompts.CONTINUATION.required_fields <= spec.fields:
+        available += (prompts.CONTINUATION,)
     seen = [p for p in available if p.seen]
     names = {p.id: _add_task(spec, p) for p in available}
+    for stale in [n for n in seqio.TaskRegistry.names()
+                  if _dataset_of_task(n) == spec.name and n not in names.values()]:
+        seqio.TaskRegistry.remove(stale)   # e.g. the continuation prompt, switched off
     rated = [(names[p.id], rates.rate_fn(dataset=spec.name, prompt=p, seen_prompts=seen))
              for p in seen]
     for family in prompts.FAMILIES:
@@ -160,16 +169,20 @@ def register_all_datasets_mixture() -> None:
         _add_mixture(ALL_DATASETS_MIXTURE, tasks)
 
 
-def set_sequence_options(*, sampling: str | None = None, max_history: int | None = None) -> None:
+def set_sequence_options(*, sampling: str | None = None, max_history: int | None = None,
+                         continuation: int | None = None) -> None:
     """Re-registers every registered dataset with `sampling` ("p5" or "all_prefixes") for its
-    sequential training targets and/or `max_history` history items per prompt (None keeps the
-    current value), and rebuilds `p5_all_datasets`. For entry points; call it before building
-    datasets."""
+    sequential training targets, `max_history` history items per prompt and/or `continuation`
+    (k > 0 adds prompts.CONTINUATION, listing up to k next items, to its mixtures; 0 leaves it
+    out), None keeping the current value, and rebuilds `p5_all_datasets`. For entry points;
+    call it before building datasets."""
     changes = {}
     if sampling is not None:
         changes["sequential_sampling"] = pipelines.pre.check_sequential_sampling(sampling)
     if max_history is not None:
         changes["max_history"] = max_history
+    if continuation is not None:
+        changes["continuation"] = continuation
     for spec in list(_SPECS.values()):
         register_dataset(dataclasses.replace(spec, **changes),
                          from_manifest=spec.name in _FROM_MANIFEST)

@@ -50,6 +50,9 @@ def slot_value(ex, slot: str) -> tf.Tensor:
         return _join_ids(ex["history"], ex["joiner"])
     if slot == "candidates":
         return _join_ids(ex["candidates"], ",")
+    if slot == "continuation":
+        return tf.strings.reduce_join(tf.strings.join([ITEM_PREFIX, ex["continuation"]]),
+                                      separator=" ")
     return ex[slot]
 
 

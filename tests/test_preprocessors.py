@@ -103,6 +103,31 @@ def test_all_prefixes_training_target_is_any_item_after_the_first():
     assert len(cuts) > 10
 
 
+@pytest.mark.parametrize("sampling", ["p5", "all_prefixes"])
+def test_continuation_lists_the_target_and_the_items_after_it(sampling):
+    items = [str(i) for i in range(1, 9)]
+    records = [_sequence(user=str(u), history=items) for u in range(40)]
+    step = lambda ds: pre.next_item_from_prefix(ds, sampling=sampling, continuation=4)  # noqa: E731
+    lengths = set()
+    for ex in _run(_dataset(records), pre.add_sample_seed, step):
+        end = int(ex["target"]) - 1     # ids are positions + 1
+        listed = _strings(ex["continuation"])
+        assert listed == items[end:end + 4]
+        assert _strings(ex["history"])[-1] == items[end - 1]
+        lengths.add(len(listed))
+    # "p5" cuts before one of the last three items, so its lists hold 1, 2 or 3 items.
+    assert lengths == ({1, 2, 3} if sampling == "p5" else {1, 2, 3, 4})
+
+
+def test_continuation_in_evaluation_is_the_stored_target_alone():
+    record = _sequence(history=[str(i) for i in range(1, 6)], target="33", is_train=False)
+    step = lambda ds: pre.next_item_from_prefix(ds, continuation=4)  # noqa: E731
+    (ex,) = _run(_dataset([record]), pre.add_sample_seed, step)
+    assert _strings(ex["continuation"]) == ["33"]
+    (plain,) = _run(_dataset([record]), pre.add_sample_seed, pre.next_item_from_prefix)
+    assert "continuation" not in plain
+
+
 def test_unknown_sequential_sampling_is_refused():
     with pytest.raises(ValueError, match="all_prefixes"):
         pre.next_item_from_prefix(_dataset([_sequence()]), sampling="prefixes")

@@ -62,10 +62,11 @@ def test_rates_read_the_manifest_when_called(manifest):
 
 
 def test_prompt_kinds_by_hand():
-    kinds = {p: rates.prompt_kind(prompts.get_prompt(p)) for p in ("2-1", "2-7", "2-11", "5-1",
-                                                                   "5-5", "1-1", "3-1")}
-    assert kinds == {"2-1": "next_item", "2-7": "candidates", "2-11": "yes_no", "5-1": "yes_no",
-                     "5-5": "candidates", "1-1": "other", "3-1": "other"}
+    kinds = {p: rates.prompt_kind(prompts.get_prompt(p)) for p in ("2-1", "2-7", "2-11", "2-14",
+                                                                   "5-1", "5-5", "1-1", "3-1")}
+    assert kinds == {"2-1": "next_item", "2-7": "candidates", "2-11": "yes_no",
+                     "2-14": "continuation", "5-1": "yes_no", "5-5": "candidates",
+                     "1-1": "other", "3-1": "other"}
 
 
 def test_kind_weights_scale_rates_when_mixing():

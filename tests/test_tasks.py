@@ -271,6 +271,36 @@ def test_history_length_applies_to_training_and_evaluation_examples():
         registration.set_sequence_options(max_history=0)
 
 
+def test_continuation_prompt_registers_only_when_asked_and_lists_the_next_items():
+    name = f"p5_{MI}_sequential_2_14"
+    mixture = f"p5_{MI}_recommend"
+    plain_rates = {t.name: seqio.get_mixture_or_task(mixture).get_rate(t)
+                   for t in seqio.get_mixture_or_task(mixture).tasks}
+    assert name not in seqio.TaskRegistry.names()
+    try:
+        registration.set_sequence_options(sampling="all_prefixes", continuation=3)
+        recommend = seqio.get_mixture_or_task(mixture)
+        rate = {t.name: recommend.get_rate(t) for t in recommend.tasks}
+        # One more seen sequential prompt: the family's 20 per user shared 13 ways.
+        assert rate[name] == rate[f"p5_{MI}_sequential_2_1"] == pytest.approx(20 * 60 / 13)
+        records = [_sequence(user=str(u), history=[str(i) for i in range(1, 11)])
+                   for u in range(20)]
+        for ex in _examples(name, "train", records):
+            shown = [w for w in ex["inputs_pretokenized"].decode().split() if w.startswith("item_")]
+            end = int(shown[-1][len("item_"):])
+            expected = [f"item_{i}" for i in range(end + 1, min(end + 3, 10) + 1)]
+            assert ex["targets_pretokenized"].decode().split() == expected
+        (test_ex,) = _examples(name, "test", [_sequence(target="31")])
+        assert test_ex["targets_pretokenized"].decode() == "item_31"
+    finally:
+        registration.set_sequence_options(sampling="p5", continuation=0)
+    assert name not in seqio.TaskRegistry.names()
+    recommend = seqio.get_mixture_or_task(mixture)
+    assert {t.name: recommend.get_rate(t) for t in recommend.tasks} == plain_rates
+    with pytest.raises(ValueError, match="continuation must be >= 0"):
+        registration.set_sequence_options(continuation=-1)
+
+
 def test_task_examples_convert_to_model_batches():
     records = [_sequence(user=str(u)) for u in range(3)]
     with injected(f"p5_{MI}_sequential_2_1", "train", records) as task:

@@ -101,22 +101,39 @@ def _seqio_seeded_noop(ex, seed):
     return ex
 
 
-def test_a_task_with_seqio_seeded_preprocessors_is_refused_before_training(tmp_path):
-    """seqio's seeds would repeat in every chunk of the stream: one error naming the fix."""
+def _wrapped_seqio_seeded_noop(dataset):  # recognisable only once it runs
+    return _seqio_seeded_noop(dataset)
+
+
+def _train_seqio_seeded(tmp_path, preprocessor):
+    task_name = f"{SEQIO_SEEDED_TASK}{preprocessor.__name__}"
     _register_toy_task()
-    if SEQIO_SEEDED_TASK not in seqio.TaskRegistry.names():
+    if task_name not in seqio.TaskRegistry.names():
         toy = seqio.get_mixture_or_task(TOY_TASK)
-        seqio.TaskRegistry.add(SEQIO_SEEDED_TASK, source=toy.source,
-                               preprocessors=[_seqio_seeded_noop],
+        seqio.TaskRegistry.add(task_name, source=toy.source, preprocessors=[preprocessor],
                                output_features=toy.output_features)
     gin_bindings.parse_config(
         gin_files=["gin/runs/train.gin", "gin/models/tiny.gin"],
         gin_bindings=[*TINY_BINDINGS, "TRAIN_STEPS = 3", f"MODEL_DIR = '{tmp_path}'",
-                      f"MIXTURE_OR_TASK_NAME = '{SEQIO_SEEDED_TASK}'"])
+                      f"MIXTURE_OR_TASK_NAME = '{task_name}'"])
+    train_entry.train()
+
+
+def test_a_task_with_seqio_seeded_preprocessors_is_refused_before_training(tmp_path):
+    """seqio's seeds would repeat in every chunk of the stream: one error naming the fix."""
     with pytest.raises(gin_bindings.JobError,
                        match="_seqio_seeded_noop takes seqio map seeds.*seeded_map"):
-        train_entry.train()
+        _train_seqio_seeded(tmp_path, _seqio_seeded_noop)
     assert not os.listdir(tmp_path)
+
+
+def test_a_seqio_seeded_preprocessor_found_at_the_first_batch_is_one_error(tmp_path):
+    """A wrapper the stream recognises only when it builds the first chunk still ends as a
+    JobError (one `error:` line), before any step or checkpoint."""
+    with pytest.raises(gin_bindings.JobError,
+                       match="_wrapped_seqio_seeded_noop takes seqio map seeds.*seeded_map"):
+        _train_seqio_seeded(tmp_path, _wrapped_seqio_seeded_noop)
+    assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
 
 
 @pytest.mark.parametrize("environ,expected", [
