@@ -119,8 +119,7 @@ def register_dataset(spec: DatasetSpec, *, from_manifest: bool = False) -> list[
         available += (prompts.CONTINUATION,)
     seen = [p for p in available if p.seen]
     names = {p.id: _add_task(spec, p) for p in available}
-    for stale in [n for n in seqio.TaskRegistry.names()
-                  if _dataset_of_task(n) == spec.name and n not in names.values()]:
+    for stale in set(_task_names_of(spec.name)) - set(names.values()):
         seqio.TaskRegistry.remove(stale)   # e.g. the continuation prompt, switched off
     rated = [(names[p.id], rates.rate_fn(dataset=spec.name, prompt=p, seen_prompts=seen))
              for p in seen]
@@ -236,6 +235,11 @@ def _dataset_of_task(name: str) -> str | None:
         return None
 
 
+def _task_names_of(dataset: str) -> list[str]:
+    """The registered task names of `dataset` (by `parse_task_name`)."""
+    return [name for name in seqio.TaskRegistry.names() if _dataset_of_task(name) == dataset]
+
+
 def unregister_dataset(dataset: str) -> None:
     """Removes a dataset's tasks and mixtures; `p5_all_datasets` drops it when next rebuilt."""
     for name in list(seqio.MixtureRegistry.names()):
@@ -243,7 +247,7 @@ def unregister_dataset(dataset: str) -> None:
                 _dataset_of_task(task) == dataset
                 for task in seqio.MixtureRegistry.get(name).rate_per_task_name):
             seqio.MixtureRegistry.remove(name)
-    for name in [n for n in seqio.TaskRegistry.names() if _dataset_of_task(n) == dataset]:
+    for name in _task_names_of(dataset):
         seqio.TaskRegistry.remove(name)
     _REGISTERED.pop(dataset, None)
     _SPECS.pop(dataset, None)
