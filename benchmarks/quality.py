@@ -9,12 +9,15 @@ Per dataset, each stage is the command a user would type (printed before it runs
 1. prepare the shipped data with collaborative item ids into `<out_dir>/prepared`;
 2. train the recipe of gin/experiments/quality_train.gin on `p5_<dataset>_recommend`;
 3. train SASRec on the same training sequences (python -m p5_jax.baselines);
-4. evaluate the headline prompts on every test user (gin/experiments/quality_eval.gin).
+4. choose the checkpoint as SASRec's epoch is chosen: the best validation NDCG@10 of the
+   headline sequential prompt over every kept checkpoint (the earliest of ties), evaluated on
+   each user's validation item, so the test split is read once, at the end;
+5. evaluate the headline prompts on every test user (gin/experiments/quality_eval.gin).
 Then it prints HR@5/NDCG@5/HR@10/NDCG@10 with 95% per-user bootstrap intervals for the P5
 model, SASRec and most-popular, and one line per dataset
 `ndcg10_ratio_vs_sasrec=X.XX` (the P5 model's NDCG@10 on the sequential headline prompt over
 SASRec's on the same users), with a paired bootstrap interval of the ratio. A rerun reuses
-finished stages (prepared data, checkpoints, the SASRec cache).
+finished stages (prepared data, checkpoints, the SASRec cache, validation evaluations).
 """
 from __future__ import annotations
 
@@ -83,9 +86,10 @@ def _registered_tasks() -> set[str]:
 
 
 def run_stages(dataset: str, out_dir: pathlib.Path, env: dict,
-               train_bindings: tuple[str, ...] = ()) -> pathlib.Path:
+               train_bindings: tuple[str, ...] = ()) -> tuple[pathlib.Path, str]:
     """Prepares, trains (the recipe, then `train_bindings`, e.g. "TRAIN_STEPS=3000"), fits
-    SASRec and evaluates; returns the evaluation folder."""
+    SASRec, chooses the checkpoint and evaluates it; returns the evaluation folder and the
+    line of the choice."""
     root = pathlib.Path(env["P5_DATA_DIR"])
     if not _prepared(root, dataset):
         _run("prepare", ["p5_jax.data.prepare", "--dataset", dataset, "--out_dir", str(root),
@@ -97,12 +101,64 @@ def run_stages(dataset: str, out_dir: pathlib.Path, env: dict,
                    *(f"--gin.{binding}" for binding in train_bindings)], env)
     _run("SASRec", ["p5_jax.baselines", "--dataset", dataset, "--data_dir", str(root),
                     "--no_progress"], env)
+    curve = validation_curve(dataset, model_dir, out_dir / dataset / "validation", env)
+    step = best_step(curve)
+    choice = f"{_curve_line(curve)}; chosen step {step}"
+    print(f"\n{dataset}: {choice}", flush=True)
     names = ",".join(headline_tasks(dataset, _registered_tasks()))
     _run("evaluate", ["p5_jax.eval", "--gin_file=gin/experiments/quality_eval.gin",
-                      _gin("CHECKPOINT_PATH", str(model_dir)),
+                      _gin("CHECKPOINT_PATH", str(model_dir / "checkpoints" / str(step))),
                       _gin("MIXTURE_OR_TASK_NAME", names), _gin("EVAL_OUTPUT_DIR", str(eval_dir))],
          env)
-    return eval_dir
+    return eval_dir, choice
+
+
+def _sequential_headline_task(dataset: str) -> str:
+    return task_name(dataset, f"sequential_{SEQUENTIAL_HEADLINE.replace('-', '_')}")
+
+
+def checkpoint_steps(model_dir: pathlib.Path) -> list[int]:
+    """The steps of the finished checkpoints of a training run's MODEL_DIR."""
+    from p5_jax import checkpoints
+
+    with checkpoints.Checkpointer(directory=model_dir / "checkpoints", save_every=1,
+                                  async_save=False) as checkpointer:
+        return checkpointer.all_steps()
+
+
+def validation_curve(dataset: str, model_dir: pathlib.Path, out_dir: pathlib.Path,
+                     env: dict) -> list[tuple[int, float]]:
+    """(step, validation NDCG@10 of the headline sequential prompt) for every finished
+    checkpoint; a step evaluated before (its results.json written) is read back, not rerun."""
+    curve = []
+    for step in checkpoint_steps(model_dir):
+        folder = out_dir / str(step)
+        if not (folder / "results.json").is_file():
+            _run(f"validate step {step}", [
+                "p5_jax.eval", "--gin_file=gin/experiments/quality_eval.gin",
+                _gin("CHECKPOINT_PATH", str(model_dir / "checkpoints" / str(step))),
+                _gin("MIXTURE_OR_TASK_NAME", _sequential_headline_task(dataset)),
+                _gin("EVAL_OUTPUT_DIR", str(folder)), _gin("evaluate.split", "validation")], env)
+        curve.append((step, validation_ndcg10(folder)))
+    return curve
+
+
+def validation_ndcg10(folder: pathlib.Path) -> float:
+    results = json.loads((folder / "results.json").read_text())
+    if results["settings"].get("split") != "validation":
+        raise ValueError(f"{folder / 'results.json'} is not a validation evaluation")
+    return float(results["tasks"][0]["metrics"]["ndcg@10"])
+
+
+def best_step(curve: list[tuple[int, float]]) -> int:
+    """The step of the highest validation NDCG@10, the earliest of ties."""
+    if not curve:
+        raise ValueError("no finished checkpoint to choose from")
+    return min(curve, key=lambda point: (-point[1], point[0]))[0]
+
+
+def _curve_line(curve: list[tuple[int, float]]) -> str:
+    return "validation NDCG@10 by step: " + " ".join(f"{s}:{v:.4f}" for s, v in curve)
 
 
 def _cell(values: dict, name: str) -> str:
@@ -151,8 +207,8 @@ def ndcg10_ratio(eval_dir: pathlib.Path, dataset: str, root: pathlib.Path,
                  *, seed: int = 0) -> tuple[float, float, float]:
     """P5 over SASRec NDCG@10 on the headline sequential prompt, same users, with a paired
     per-user bootstrap interval (both means from the same draws of users)."""
-    prompt = f"sequential_{SEQUENTIAL_HEADLINE.replace('-', '_')}"
-    users, p5 = _per_user_ndcg10(eval_dir / "predictions" / f"{task_name(dataset, prompt)}.jsonl")
+    predictions = eval_dir / "predictions" / f"{_sequential_headline_task(dataset)}.jsonl"
+    users, p5 = _per_user_ndcg10(predictions)
     sasrec = _sasrec_per_user(dataset, root, users)
     draws = intervals.bootstrap_distributions({"p5": ("mean", p5), "sasrec": ("mean", sasrec)},
                                               users, seed=seed)
@@ -175,13 +231,14 @@ def main(argv=None) -> int:
     summary = []
     for dataset in args.datasets:
         start = time.perf_counter()
-        eval_dir = run_stages(dataset, out_dir, env, tuple(args.gin))
+        eval_dir, choice = run_stages(dataset, out_dir, env, tuple(args.gin))
         minutes = (time.perf_counter() - start) / 60
         results = json.loads((eval_dir / "results.json").read_text())
         ratio, low, high = ndcg10_ratio(eval_dir, dataset, pathlib.Path(env["P5_DATA_DIR"]))
         summary += [f"\n{dataset}: full test split ({results['tasks'][0]['metrics']['count']:.0f} "
                     f"users), protocol {results['protocol']['name']}, step "
-                    f"{results['settings']['step']}, {minutes:.1f} min", *table(results),
+                    f"{results['settings']['step']}, {minutes:.1f} min", choice,
+                    *table(results),
                     f"ndcg10_ratio_vs_sasrec={ratio:.2f} ({dataset}, prompt "
                     f"{SEQUENTIAL_HEADLINE}, paired 95% interval [{low:.2f}, {high:.2f}])"]
     print("\n".join(summary))

@@ -486,8 +486,11 @@ def record_sentencepiece_model(*, model_dir, model_file) -> pathlib.Path:
 
 def recorded_run_file(checkpoint_directory, name: str) -> pathlib.Path | None:
     """The file `name` the run that wrote `checkpoint_directory` (its MODEL_DIR/checkpoints
-    folder) recorded in its MODEL_DIR, or None when it recorded none."""
+    folder, or one step's folder in it) recorded in its MODEL_DIR, or None when it recorded
+    none."""
     directory = pathlib.Path(checkpoint_directory)
+    if directory.name.isdigit() and directory.parent.name == "checkpoints":
+        directory = directory.parent
     model_dir = directory.parent if directory.name == "checkpoints" else directory
     candidate = model_dir / name
     return candidate if candidate.is_file() else None

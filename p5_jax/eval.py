@@ -1,9 +1,10 @@
-r"""Evaluate a checkpoint on the test split of a seqio mixture or task, t5x style.
+r"""Evaluate a checkpoint on the test split (or the validation split) of a seqio mixture or
+task, t5x style.
 
   python -m p5_jax.eval --gin_file=gin/runs/eval.gin --gin_file=gin/models/tiny.gin \
     --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'p5_musical_instruments_all'" \
     [--gin.EVAL_OUTPUT_DIR="'/tmp/run/eval'"] [--gin.MAX_USERS_PER_TASK=200] \
-    [--gin.PROTOCOLS="['exact', 'p5']"]
+    [--gin.PROTOCOLS="['exact', 'p5']"] [--gin.evaluate.split="'validation'"]
 
 Writes results.json, results.md, metrics.png and predictions/<task>.jsonl (see p5_jax.eval_results)
 per protocol (see p5_jax.protocols).
@@ -36,6 +37,7 @@ from p5_jax import (
 from p5_tasks import catalog
 
 gin_bindings.define_flags()
+SPLITS = ("test", "validation")
 
 
 def build_model(task_name: str):
@@ -47,10 +49,10 @@ def _vocabulary(task_name: str):
     return seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
 
 
-def _baselines_fn(seed):
+def _baselines_fn(seed, split):
     def baselines_for(dataset, outputs):
         loaders = eval_baselines.prepared_training_data(root=paths.prepared_root(),
-                                                        dataset=dataset)
+                                                        dataset=dataset, split=split)
         return eval_baselines.family_baselines(outputs=outputs, seed=seed, **loaders)
     return baselines_for
 
@@ -89,7 +91,8 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
              max_attention_cells: int = batch_decoding.ATTENTION_CELLS, seed: int = 0,
              sentencepiece_model_file: str | None = None, title: str | None = None,
              on_truncation: str = "error", max_history: int | None = None,
-             pad_to_input_length: bool = False, show_progress: bool = True) -> dict:
+             pad_to_input_length: bool = False, split: str = "test",
+             show_progress: bool = True) -> dict:
     """Restores the parameters, decodes every task under each protocol, writes the reports
     (into `output_dir`, or `output_dir/<protocol>` for several protocols); returns written paths.
 
@@ -99,12 +102,16 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
     run trained with (its MODEL_DIR/sequences.json), else 20.
     `pad_to_input_length`: every batch of a task takes the task's full input length instead of
     its longest prompt's rounded up to 64: one compilation per task instead of one per length
-    met, but short prompts run at full length (about 2x slower on the demo)."""
+    met, but short prompts run at full length (about 2x slower on the demo).
+    `split`: "test", or "validation" to choose among checkpoints without reading the test
+    split (each user's second-to-last item, after the training items)."""
     p5_tasks.require_known(mixture_or_task_name, several=True, error=gin_bindings.JobError)
     task_feature_lengths = gin_bindings.require_feature_lengths(task_feature_lengths)
     eval_lengths.check_policy(on_truncation, name="evaluate.on_truncation",
                               error=gin_bindings.JobError)
     protocols = tuple(protocols)
+    if split not in SPLITS:
+        raise gin_bindings.JobError(f"evaluate.split: {split!r} is not one of {list(SPLITS)}")
     names = evaluation.task_names(mixture_or_task_name, include_unseen=include_unseen)
     # Each process decodes its share of the batches on its own devices (p5_jax.multihost).
     mesh = partitioning.make_mesh(data=data_parallel, model=model_parallel,
@@ -122,14 +129,14 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
         min_candidate_share=min_candidate_share, bootstrap_resamples=bootstrap_resamples,
         num_beams=num_beams, alpha=beam_alpha, candidate_chunk_size=candidate_chunk_size,
         max_attention_cells=max_attention_cells, seed=seed, progress=show_progress,
-        on_truncation=on_truncation, pad_to_input_length=pad_to_input_length)
+        on_truncation=on_truncation, pad_to_input_length=pad_to_input_length, split=split)
     predictor = inference.Predictor(model=model, params=params, mesh=mesh)
     heap.return_freed_memory_promptly()
     settings = {"checkpoint": str(directory), "step": step, "mixture": mixture_or_task_name,
                 "max_users_per_task": max_users_per_task, "seed": seed, "num_beams": num_beams,
                 "task_feature_lengths": dict(task_feature_lengths),
                 "fit_candidates": fit_candidates, "on_truncation": on_truncation,
-                "zero_shot_domain": zero_shot_domain, "max_history": max_history}
+                "zero_shot_domain": zero_shot_domain, "max_history": max_history, "split": split}
     base = output_dir or os.path.join(checkpoint_path, "eval", mixture_or_task_name)
     with tempfile.TemporaryDirectory(prefix="p5_eval_rows_") as spill_dir:
         try:
@@ -142,14 +149,16 @@ def evaluate(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str =
         if jax.process_index() != 0:
             return {}
         return {protocol: _write(_output_dir(base, protocol, protocols), outputs,
-                                 settings=settings, seed=seed, protocol=protocol, title=title)
+                                 settings=settings, seed=seed, protocol=protocol, title=title,
+                                 split=split)
                 for protocol, outputs in by_protocol.items()}
 
 
-def _write(out_dir: str, outputs, *, settings, seed: int, protocol: str, title) -> dict:
+def _write(out_dir: str, outputs, *, settings, seed: int, protocol: str, title,
+           split: str) -> dict:
     """One protocol's reports and predictions (printing each results.md); their paths."""
     files_by_dataset = eval_results.write_results(
-        out_dir=out_dir, outputs=outputs, settings=settings, baselines_fn=_baselines_fn(seed),
+        out_dir=out_dir, outputs=outputs, settings=settings, baselines_fn=_baselines_fn(seed, split),
         flags_fn=data_flags, protocol=protocol, title=title)
     for dataset, files in files_by_dataset.items():
         print(files["markdown"].read_text())

@@ -23,7 +23,8 @@ def settings_lines(settings: Mapping, *, protocol: str) -> list[str]:
              f"- protocol: **{protocol}**: {protocols.DESCRIPTIONS[protocol]}",
              "- intervals: 95% bootstrap over users (users resampled with replacement)",
              f"- baselines: {eval_baselines.PROTOCOL_NOTE}"]
-    users = "all (the full test split)" if cap is None else (
+    split = settings.get("split", "test")
+    users = f"all (the full {split} split)" if cap is None else (
         f"at most {cap}, sampled at random (seed {seed}); the same users for every task")
     lines.append(f"- users per task: {users}")
     for key, value in settings.items():

@@ -75,3 +75,9 @@ def test_eval_writes_both_protocols_with_user_cap_and_unseen_tables(tmp_path, cl
         assert "at most 3, sampled at random" in markdown
         assert "Unseen prompts (zero-shot)" in markdown and f"protocol: **{protocol}**" in markdown
         assert (folder / "predictions" / f"{TASK}.jsonl").is_file()
+
+
+def test_an_unknown_split_is_a_job_error_before_any_work(tmp_path, clean_gin):
+    with pytest.raises(gin_bindings.JobError, match="evaluate.split: 'train' is not one of"):
+        eval_entry.evaluate(checkpoint_path=str(tmp_path / "absent"), mixture_or_task_name=TASK,
+                            task_feature_lengths={"inputs": 64, "targets": 8}, split="train")

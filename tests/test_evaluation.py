@@ -242,7 +242,7 @@ class ScriptedPredictor:
 
 
 def _evaluate(name, vocab, predictor, max_users=None, protocol="exact", input_length=None,
-              on_truncation="error"):
+              on_truncation="error", split="test"):
     plan = evaluation.plan_task(name, protocol=protocol)
     items = None
     if plan.decoding != evaluation.GREEDY:
@@ -250,7 +250,7 @@ def _evaluate(name, vocab, predictor, max_users=None, protocol="exact", input_le
                                             vocabulary=vocab, vocab_size=256)
     config = evaluation.EvalConfig(batch_size=4, progress=False, bootstrap_resamples=50,
                                    feature_lengths={"inputs": 128, "targets": 16},
-                                   on_truncation=on_truncation)
+                                   on_truncation=on_truncation, split=split)
     users = evaluation.sampled_users(list(catalog.users(plan.dataset)), max_users=max_users,
                                      seed=0)
     return evaluation.evaluate_task(predictor=predictor, plan=plan, vocabulary=vocab,
@@ -493,3 +493,14 @@ def test_batches_go_shortest_first_and_rows_come_back_in_the_task_order(vocab, m
     stream = evaluation.task_examples(evaluation.seqio.get_mixture_or_task(name), config=config,
                                       input_length=1024)
     assert [row["user_id"] for row in out.rows] == [e["user_id"].decode() for e in stream]
+
+
+def test_the_validation_split_scores_each_users_second_to_last_item(vocab):
+    """What the benchmark chooses checkpoints on: the item before the test item, never it."""
+    test_histories = catalog.full_histories(eval_data.DATASET, "test")
+    out = _evaluate(f"{MI}_sequential_2_3", vocab, ScriptedPredictor(vocab), split="validation")
+    assert len(out.rows) == len(test_histories)
+    for row in out.rows:
+        assert row["target"] == [test_histories[row["user_id"]][-1]]
+    tested = _evaluate(f"{MI}_sequential_2_3", vocab, ScriptedPredictor(vocab))
+    assert all(row["target"] != [test_histories[row["user_id"]][-1]] for row in tested.rows)

@@ -44,3 +44,49 @@ def test_headline_tasks_take_the_first_registered_choice():
     assert quality.headline_tasks("x", registered) == [
         "p5_x_sequential_2_3", "p5_x_sequential_2_13", "p5_x_direct_5_1", "p5_x_direct_5_8"]
     assert quality.headline_tasks("x", registered | {"p5_x_direct_5_4"})[2] == "p5_x_direct_5_4"
+
+
+def test_best_step_is_the_highest_validation_ndcg_and_the_earliest_of_ties():
+    assert quality.best_step([(500, 0.02), (1000, 0.05), (1500, 0.04)]) == 1000
+    assert quality.best_step([(500, 0.03), (1000, 0.05), (1500, 0.05), (2000, 0.01)]) == 1000
+    assert quality.best_step([(4500, 0.07)]) == 4500
+    with pytest.raises(ValueError, match="no finished checkpoint"):
+        quality.best_step([])
+
+
+def _results(folder, *, split, ndcg10):
+    folder.mkdir(parents=True)
+    payload = {"settings": {"split": split}, "tasks": [{"metrics": {"ndcg@10": ndcg10}}]}
+    (folder / "results.json").write_text(json.dumps(payload))
+
+
+def test_validation_curve_reads_back_finished_steps_and_refuses_a_test_evaluation(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "checkpoint_steps", lambda model_dir: [500, 1000])
+    ran = []
+    monkeypatch.setattr(quality, "_run", lambda stage, args, env: ran.append(stage))
+    _results(tmp_path / "validation" / "500", split="validation", ndcg10=0.031)
+    _results(tmp_path / "validation" / "1000", split="validation", ndcg10=0.047)
+    curve = quality.validation_curve("x", tmp_path / "model", tmp_path / "validation", env={})
+    assert curve == [(500, 0.031), (1000, 0.047)] and not ran
+    assert quality._curve_line(curve) == "validation NDCG@10 by step: 500:0.0310 1000:0.0470"
+    _results(tmp_path / "test", split="test", ndcg10=0.9)
+    with pytest.raises(ValueError, match="not a validation evaluation"):
+        quality.validation_ndcg10(tmp_path / "test")
+
+
+def test_validation_curve_evaluates_a_missing_step_on_the_validation_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "checkpoint_steps", lambda model_dir: [1000])
+    commands = []
+
+    def fake_run(stage, args, env):
+        commands.append(args)
+        _results(tmp_path / "validation" / "1000", split="validation", ndcg10=0.05)
+
+    monkeypatch.setattr(quality, "_run", fake_run)
+    curve = quality.validation_curve("x", tmp_path / "model", tmp_path / "validation", env={})
+    assert curve == [(1000, 0.05)]
+    (args,) = commands
+    assert f"--gin.CHECKPOINT_PATH='{tmp_path / 'model' / 'checkpoints' / '1000'}'" in args
+    assert "--gin.MIXTURE_OR_TASK_NAME='p5_x_sequential_2_3'" in args
+    assert "--gin.evaluate.split='validation'" in args

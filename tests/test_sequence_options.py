@@ -37,3 +37,11 @@ def test_evaluation_follows_the_recorded_history_unless_told(tmp_path, restored_
 def test_without_a_record_evaluation_keeps_the_default(tmp_path):
     assert eval_job._use_max_history(None, tmp_path) == DEFAULT
     assert registration.registered_spec("ml100k").max_history == DEFAULT
+
+
+def test_a_step_folder_finds_what_its_run_recorded(tmp_path, restored_history):
+    (tmp_path / sequence_options.FILE).write_text(json.dumps({"max_history": 6}))
+    step_folder = tmp_path / "checkpoints" / "1500"
+    step_folder.mkdir(parents=True)
+    assert sequence_options.recorded_max_history(step_folder) == 6
+    assert sequence_options.recorded_max_history(tmp_path / "other" / "1500") is None
