@@ -8,9 +8,8 @@ Each step also records a 64-bit fingerprint of every array and a digest of the d
 files, reads the step, recomputes the fingerprints and checks the data position; a step that fails
 is reported on one line and the previous one is used (or `DamagedCheckpointError` is raised).
 
-A training run also keeps a copy of the SentencePiece model its tasks tokenized with in
-`MODEL_DIR/spiece.model` (beside `MODEL_DIR/checkpoints/`), so a later run can start from its
-checkpoints with the same vocabulary.
+What a run records beside its checkpoints (its SentencePiece model, its history length) is in
+`p5_jax.run_records`.
 """
 from __future__ import annotations
 
@@ -19,10 +18,7 @@ import hashlib
 import json
 import logging
 import os
-import pathlib
-import shutil
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +30,6 @@ from flax import traverse_util
 STATE_ITEM = "state"
 DATA_ITEM = "data_position"
 CHECKSUM_ITEM = "checksums"
-SENTENCEPIECE_FILE = "spiece.model"
 ON_BAD_CHECKPOINT = ("fall_back", "stop")
 # What a finished save leaves in a step folder (orbax 0.12 writes commit_success.txt last).
 _STEP_FILES = ("commit_success.txt", "_CHECKPOINT_METADATA")
@@ -466,36 +461,3 @@ def read_params(*, directory, step: int, skip: tuple[tuple[str, ...], ...] = ()
     finally:
         manager.close()
     return traverse_util.flatten_dict(restored[STATE_ITEM]["params"])
-
-
-# -- the run's SentencePiece model -----------------------------------------------------------------
-def record_sentencepiece_model(*, model_dir, model_file) -> pathlib.Path:
-    """Copies the SentencePiece model a run tokenizes with to MODEL_DIR/spiece.model
-    (atomically; nothing is written when an identical copy is already there)."""
-    target = pathlib.Path(model_dir) / SENTENCEPIECE_FILE
-    source = pathlib.Path(model_file)
-    if target.is_file() and target.read_bytes() == source.read_bytes():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".spiece.", delete=False) as tmp:
-        with source.open("rb") as original:
-            shutil.copyfileobj(original, tmp)
-    os.replace(tmp.name, target)
-    return target
-
-
-def recorded_run_file(checkpoint_directory, name: str) -> pathlib.Path | None:
-    """The file `name` the run that wrote `checkpoint_directory` (its MODEL_DIR/checkpoints
-    folder, or one step's folder in it) recorded in its MODEL_DIR, or None when it recorded
-    none."""
-    directory = pathlib.Path(checkpoint_directory)
-    if directory.name.isdigit() and directory.parent.name == "checkpoints":
-        directory = directory.parent
-    model_dir = directory.parent if directory.name == "checkpoints" else directory
-    candidate = model_dir / name
-    return candidate if candidate.is_file() else None
-
-
-def recorded_sentencepiece_model(checkpoint_directory) -> pathlib.Path | None:
-    """The SentencePiece model recorded by the run that wrote `checkpoint_directory`, if any."""
-    return recorded_run_file(checkpoint_directory, SENTENCEPIECE_FILE)

@@ -165,14 +165,14 @@ def model_for_checkpoint(directory, vocabulary_fn, *,
     tasks were pointed at `sentencepiece_model_file`, else at the SentencePiece model its run
     recorded (MODEL_DIR/spiece.model), if any. `vocabulary_fn` returns the tasks' vocabulary
     once that is done; it must fit the checkpoint's embedding rows."""
-    from p5_jax import checkpoints  # deferred
+    from p5_jax import run_records  # deferred
     from p5_jax import vocabulary as p5_vocabulary
 
     try:
         resolved, step = inference.resolve_checkpoint(directory)
     except FileNotFoundError as error:
         raise JobError(f"CHECKPOINT_PATH: {error}") from error
-    model_file = sentencepiece_model_file or checkpoints.recorded_sentencepiece_model(directory)
+    model_file = sentencepiece_model_file or run_records.recorded_sentencepiece_model(directory)
     if model_file is not None:
         try:
             p5_vocabulary.use_sentencepiece_file(model_file)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from p5_jax import checkpoints
+from p5_jax import run_records
 from p5_jax.cli_errors import JobError
 from p5_tasks import registration
 from p5_tasks.preprocessors import MAX_HISTORY
@@ -30,7 +30,7 @@ def record(model_dir: str, task_name: str) -> None:
 
 def recorded_max_history(checkpoint_directory) -> int | None:
     """The history length recorded by the run that wrote `checkpoint_directory`, or None."""
-    path = checkpoints.recorded_run_file(checkpoint_directory, FILE)
+    path = run_records.recorded_run_file(checkpoint_directory, FILE)
     if path is None:
         return None
     return int(json.loads(path.read_text())["max_history"])

@@ -41,6 +41,7 @@ from p5_jax import (
     models,
     network,
     partitioning,
+    run_records,
     sequence_options,
     summaries,
     trainer,
@@ -195,7 +196,7 @@ def _record_vocabulary(model_dir: str, task_name: str) -> None:
     vocab = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
     model_file = getattr(vocab, "sentencepiece_model_file", None)
     if jax.process_index() == 0 and model_file:
-        checkpoints.record_sentencepiece_model(model_dir=model_dir, model_file=model_file)
+        run_records.record_sentencepiece_model(model_dir=model_dir, model_file=model_file)
 
 
 # -- starting from a checkpoint ------------------------------------------------------------------
@@ -275,7 +276,7 @@ def _p5_jax_start(*, subject: str, path: str, directory, step: int,
     config = gin_bindings.checkpoint_config(subject=subject, path=path, directory=directory,
                                             step=step)
     model_file = _sentencepiece_for(
-        subject=subject, path=path, own=checkpoints.recorded_sentencepiece_model(directory),
+        subject=subject, path=path, own=run_records.recorded_sentencepiece_model(directory),
         explicit=sentencepiece_model_file, required=not resume)
     load_params = None if resume else functools.partial(
         checkpoints.read_params, directory=directory, step=step, skip=(WHOLE_WORD_PATH,))

@@ -28,7 +28,7 @@ import tensorflow as tf
 from flax import traverse_util
 
 import p5_tasks
-from p5_jax import checkpoints, gin_bindings, hf_weights, network, partitioning, trainer, vocabulary
+from p5_jax import gin_bindings, hf_weights, network, partitioning, run_records, trainer, vocabulary
 from p5_jax import train as train_entry
 from p5_tasks import rendering
 
@@ -221,7 +221,7 @@ def test_start_takes_every_parameter_but_the_whole_word_table(hf_run):
     assert all(np.all(np.asarray(leaf) == 0) for leaf in jax.tree.leaves(first["opt_state"]))
     assert int(hf_run["state"].step) == 2
     # The run keeps the checkpoint's SentencePiece model for runs that start from it.
-    assert (hf_run["run"] / checkpoints.SENTENCEPIECE_FILE).read_bytes() == \
+    assert (hf_run["run"] / run_records.SENTENCEPIECE_FILE).read_bytes() == \
         (hf_run["hf"] / hf_weights.SENTENCEPIECE_FILE).read_bytes()
     assert "train.initial_checkpoint" in (hf_run["run"] / "config.gin").read_text()
 
@@ -233,7 +233,7 @@ def test_start_from_a_p5_jax_checkpoint(hf_run, tmp_path):
     _parse(_bindings(model_dir=tmp_path / "run", steps=1, initial_checkpoint=source))
     start = train_entry._start_point(initial_checkpoint=str(source),
                                      model_dir=str(tmp_path / "run"), sentencepiece_model_file=None)
-    assert start.sentencepiece_file == str(source / checkpoints.SENTENCEPIECE_FILE)
+    assert start.sentencepiece_file == str(source / run_records.SENTENCEPIECE_FILE)
     model = train_entry._model_of_checkpoint(start, seqio.PassThroughVocabulary(size=120))
     warm = train_entry._InitialCheckpointTrainer(
         start=start, model=model, optimizer=trainer.make_adamw(learning_rate=1e-3),
@@ -265,13 +265,13 @@ def test_training_run_from_a_p5_jax_checkpoint(hf_run, monkeypatch, tmp_path):
                                                initial_checkpoint=source))
     try:
         assert p5_tasks.OUTPUT_FEATURES["targets"].vocabulary.sentencepiece_model_file == \
-            str(source / checkpoints.SENTENCEPIECE_FILE)
+            str(source / run_records.SENTENCEPIECE_FILE)
     finally:
         _forget_vocabulary()
     _check_p5_jax_start(first["params"], first["opt_state"], first["step"], hf_run)
     assert int(state.step) == 1
-    assert (tmp_path / "run" / checkpoints.SENTENCEPIECE_FILE).read_bytes() == \
-        (source / checkpoints.SENTENCEPIECE_FILE).read_bytes()
+    assert (tmp_path / "run" / run_records.SENTENCEPIECE_FILE).read_bytes() == \
+        (source / run_records.SENTENCEPIECE_FILE).read_bytes()
 
 
 def test_step_folder_start_reads_that_step(hf_run, tmp_path):
@@ -279,7 +279,7 @@ def test_step_folder_start_reads_that_step(hf_run, tmp_path):
     start = train_entry._start_point(initial_checkpoint=str(step_folder),
                                      model_dir=str(tmp_path / "new"), sentencepiece_model_file=None)
     assert start.subject == "INITIAL_CHECKPOINT" and start.load_params is not None
-    assert start.sentencepiece_file == str(hf_run["run"] / checkpoints.SENTENCEPIECE_FILE)
+    assert start.sentencepiece_file == str(hf_run["run"] / run_records.SENTENCEPIECE_FILE)
     assert (start.config.vocab_size, start.config.num_decoder_layers) == (HF_VOCAB_ROWS, 3)
     loaded = start.load_params()
     want = traverse_util.flatten_dict(hf_run["state"].params)
