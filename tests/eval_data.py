@@ -14,6 +14,7 @@ import random
 import pytest
 
 DATASET = "musical_instruments"
+TASK_PREFIX = f"p5_{DATASET}"   # the tiny dataset's task names start with it
 NUM_NEGATIVES = 5
 _OPINIONS = ("The sound is great and warm.", "The strings feel cheap.",
              "Good price for what you get.", "The sound is thin but fine.",
@@ -92,14 +93,26 @@ def module_environment(name: str):
     return env
 
 
+def module_vocabulary():
+    """A module-scoped fixture (after `env`): the registered tasks' shared vocabulary."""
+    @pytest.fixture(scope="module")
+    def vocab(env):
+        return task_vocabulary()
+    return vocab
+
+
+def task_vocabulary():
+    import p5_tasks
+
+    return p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
+
+
 def forget_vocabulary_file() -> None:
     """Lets the shared task vocabulary resolve its file again after $P5_SPM_MODEL is unset.
 
     (LazySentencePieceVocabulary keeps the last file it resolved once no override is set.)
     """
-    import p5_tasks
-
-    vocab = p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
+    vocab = task_vocabulary()
     vocab._sentencepiece_model_file, vocab._model = None, None
 
 

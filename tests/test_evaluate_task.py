@@ -12,15 +12,10 @@ from p5_tasks import catalog
 
 import eval_data
 
-MI = "p5_musical_instruments"
-
+MI = eval_data.TASK_PREFIX
 
 env = eval_data.module_environment("evaluate_task")
-
-
-@pytest.fixture(scope="module")
-def vocab(env):
-    return p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
+vocab = eval_data.module_vocabulary()
 
 
 class ScriptedPredictor:

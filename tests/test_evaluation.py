@@ -20,15 +20,10 @@ from p5_jax.prefix_trie import PrefixTrie
 
 import eval_data
 
-MI = "p5_musical_instruments"
-
+MI = eval_data.TASK_PREFIX
 
 env = eval_data.module_environment("eval")
-
-
-@pytest.fixture(scope="module")
-def vocab(env):
-    return p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
+vocab = eval_data.module_vocabulary()
 
 
 # -- plans and prompt slots ----------------------------------------------------------------------
