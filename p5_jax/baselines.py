@@ -17,7 +17,7 @@ Run as a program, it trains SASRec (`p5_jax.sasrec`) on a prepared dataset's tra
 sequences, caches it under `<prepared_root>/<name>/baselines/sasrec/` for the evaluation's
 reports, and prints validation and test HR@5/NDCG@5/HR@10/NDCG@10 with 95% intervals:
 
-    python -m p5_jax.baselines --dataset ml100k [--epochs 50] [--patience 10] [--seed 0]
+    python -m p5_jax.baselines --dataset ml100k [--epochs 200] [--patience 10] [--dropout 0.2 0.5]
 """
 from __future__ import annotations
 
@@ -209,8 +209,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, help="a prepared or shipped dataset")
     parser.add_argument("--data_dir", default=None,
                         help="prepared root (default: $P5_DATA_DIR or ./prepared)")
-    parser.add_argument("--epochs", type=int, default=50,
-                        help="most epochs (default 50; early stopping usually ends sooner)")
+    parser.add_argument("--epochs", type=int, default=200,
+                        help="most epochs (default 200; early stopping usually ends sooner)")
+    parser.add_argument("--dropout", type=float, nargs="+", default=None, metavar="RATE",
+                        help="dropout rates to train, the best by validation NDCG@10 kept "
+                             "(default: 0.2 0.5, the paper's rates for dense and sparse data)")
     parser.add_argument("--patience", type=int, default=10,
                         help="stop after this many epochs without a better validation NDCG@10")
     parser.add_argument("--seed", type=int, default=0)
@@ -257,26 +260,46 @@ def _ranking_line(label: str, records, predictions) -> str:
     return f"{label} ({len(targets)} users): " + "  ".join(cells)
 
 
+def _dropout_line(info: dict) -> str:
+    scores = " ".join(f"{rate}:{score:.4f}"
+                      for rate, score in info["validation_ndcg10_by_dropout"].items())
+    return f"dropout by validation NDCG@10: {scores}; kept {info['settings']['dropout']}"
+
+
 def _curve_line(curve) -> str:
     return "validation NDCG@10 by epoch: " + " ".join(
         f"{row['epoch']}:{row['ndcg@10']:.4f}" for row in curve)
 
 
-def _train_or_reuse(*, root, dataset, settings, data, retrain: bool, progress: bool):
+def _without_dropout(settings: dict) -> dict:
+    return {name: value for name, value in settings.items() if name != "dropout"}
+
+
+def _reusable(info: dict, settings, dropouts: list[float]) -> bool:
+    """The cache was trained with these settings over the same dropout choices."""
+    return (info.get("dropout_choices") == dropouts
+            and _without_dropout(info["settings"]) == _without_dropout(dataclasses.asdict(settings)))
+
+
+def _train_or_reuse(*, root, dataset, settings, dropouts: list[float], data, retrain: bool,
+                    progress: bool):
     """(ranker, cache info, whether it was trained now)."""
     from p5_jax import sasrec
 
     cached, reason = sasrec.cache_status(root, dataset)
-    if cached and not retrain and cached.info["settings"] == dataclasses.asdict(settings):
+    if cached and not retrain and _reusable(cached.info, settings, dropouts):
         return cached.ranker, cached.info, False
     if reason:
         print(f"training SASRec: {reason}", file=sys.stderr)
-    result = sasrec.train(
+    result, scores = sasrec.train_choosing_dropout(
+        dropouts=dropouts, settings=settings,
         train_histories=[h for _, h, _ in data["train"]],
         validation_histories=[h for _, h, _ in data["validation"]],
         validation_targets=[t for _, _, t in data["validation"]],
-        item_ids=data["items"], settings=settings, progress=progress)
-    sasrec.save(result, root=root, dataset=dataset)
+        item_ids=data["items"], progress=progress)
+    sasrec.save(result, root=root, dataset=dataset, extra={
+        "dropout_choices": dropouts,
+        "validation_ndcg10_by_dropout": {str(rate): score for rate, score in scores.items()}})
     saved, why_not = sasrec.cache_status(root, dataset)
     if saved is None:
         raise RuntimeError(f"the SASRec just saved does not read back: {why_not}")
@@ -284,28 +307,31 @@ def _train_or_reuse(*, root, dataset, settings, data, retrain: bool, progress: b
 
 
 def _load(args) -> tuple:
-    """(prepared root, settings, data) or an exception for the user's mistake."""
+    """(prepared root, settings, dropout rates, data) or an exception for the user's mistake."""
     root = _prepared_root(args.dataset, args.data_dir)
     from p5_jax import sasrec
 
     settings = sasrec.Settings(max_epochs=args.epochs, patience=args.patience, seed=args.seed,
                                windows=args.windows)
+    dropouts = [float(rate) for rate in (args.dropout or sasrec.DROPOUT_CHOICES)]
+    for rate in dropouts:
+        dataclasses.replace(settings, dropout=rate)  # Settings' check of each rate
     data: dict[str, list] = {split: sasrec.prepared_sequences(root, args.dataset, split)
                              for split in ("train", "validation", "test")}
     if not data["test"]:
         raise ValueError(f"{args.dataset} has no test sequences to score")
     data["items"] = sasrec.catalogue(root, args.dataset)
-    return root, settings, data
+    return root, settings, dropouts, data
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        root, settings, data = _load(args)
+        root, settings, dropouts, data = _load(args)
     except (ValueError, FileNotFoundError) as error:
         return cli_errors.handle(error, debug=args.debug)
     ranker, info, trained = _train_or_reuse(root=root, dataset=args.dataset, settings=settings,
-                                            data=data, retrain=args.retrain,
+                                            dropouts=dropouts, data=data, retrain=args.retrain,
                                             progress=not args.no_progress)
     from p5_jax import sasrec
 
@@ -315,6 +341,7 @@ def main(argv=None) -> int:
     print(f"SASRec on {args.dataset}: {how}; {ran} epochs ({stop}), best {info['best_epoch']} by "
           f"validation NDCG@10, {info['train_seconds']:.1f} s of training; "
           f"{sasrec.cache_dir(root, args.dataset)}")
+    print(_dropout_line(info))
     print(_curve_line(info["curve"]))
     for split in ("validation", "test"):
         records = data[split]

@@ -34,9 +34,10 @@ PROTOCOL_NOTE = (
     "the user's whole history before the evaluated item (at test: the training items and the "
     "validation item); equal counts in a seeded hashed order; as RecBole's leave-one-out full "
     "ranking (see docs/EVALUATION_PROTOCOL.md). SASRec (train), a self-attentive sequential "
-    "model trained on the training sequences (full softmax, early stopping on validation "
-    "NDCG@10), ranks every item after the last 50 items of the same whole history, leaving out "
-    "the same items; its row appears only for a dataset with a cached model, made by "
+    "model trained on the training sequences (full softmax; its dropout rate and epoch chosen "
+    "on validation NDCG@10), ranks every item after the last 50 items of the same whole "
+    "history, leaving out the same items; its row appears only for a dataset with a cached "
+    "model, made by "
     "`python -m p5_jax.baselines --dataset NAME`")
 
 

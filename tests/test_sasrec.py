@@ -67,6 +67,28 @@ def test_training_is_deterministic_given_the_seed():
     assert other.curve != first.curve
 
 
+def test_choosing_dropout_keeps_the_best_validation_ndcg_and_the_first_of_ties(monkeypatch):
+    validation = {0.2: 0.05, 0.3: 0.07, 0.5: 0.07}
+    trained_with = []
+
+    def fake_train(*, settings, **data):
+        trained_with.append(settings)
+        return sasrec.TrainResult(ranker=None, curve=[], best_epoch=round(settings.dropout * 10),
+                                  seconds=0.0, validation={"ndcg@10": validation[settings.dropout]})
+
+    monkeypatch.setattr(sasrec, "train", fake_train)
+    result, scores = sasrec.train_choosing_dropout(dropouts=[0.2, 0.3, 0.5], settings=SETTINGS,
+                                                   item_ids=ITEMS)
+    assert result.best_epoch == 3 and scores == validation   # 0.3: the first of the tie
+    assert [s.dropout for s in trained_with] == [0.2, 0.3, 0.5]
+    assert all(s == sasrec.Settings(**{**SETTINGS.__dict__, "dropout": s.dropout})
+               for s in trained_with)                     # only the dropout differs
+    best, _ = sasrec.train_choosing_dropout(dropouts=[0.5, 0.3], settings=SETTINGS)
+    assert best.best_epoch == 5
+    with pytest.raises(ValueError, match="at least one rate"):
+        sasrec.train_choosing_dropout(dropouts=[], settings=SETTINGS)
+
+
 def test_training_windows_cover_every_transition_once():
     sequence = list(range(1, 13))                      # 11 transitions, windows of 4 + 1 items
     inputs, targets = sasrec.training_windows([sequence, [5], [7, 8]], max_len=4)
@@ -191,6 +213,9 @@ def test_cli_bad_settings_are_one_error_line(tmp_path, capsys):
     assert baselines.main(["--dataset", "toy", "--data_dir", str(tmp_path), "--epochs", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: max_epochs must be positive, got 0"]
+    assert baselines.main(["--dataset", "toy", "--data_dir", str(tmp_path), "--dropout", "0.2",
+                           "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: dropout must be in [0, 1), got 1.5"
 
 
 @pytest.mark.slow
@@ -207,11 +232,18 @@ def test_cli_trains_caches_and_reuses_on_a_tiny_prepared_dataset(tmp_path, capsy
     assert baselines.main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("SASRec on tiny_shop: trained; 2 epochs (reached --epochs")
-    assert out[1].startswith("validation NDCG@10 by epoch: 1:")
-    assert out[2].startswith("SASRec validation (12 users): HR@5 ")
-    assert out[3].startswith("SASRec test (12 users): HR@5 ") and "NDCG@10" in out[3]
-    assert out[4].startswith("most popular test (12 users)")
+    scores = [float(word.split(":")[1].rstrip(";")) for word in out[1].split()[4:6]]
+    assert out[1].startswith("dropout by validation NDCG@10: 0.2:")
+    assert out[1].endswith(f"; kept {sasrec.DROPOUT_CHOICES[scores.index(max(scores))]}")
+    assert out[2].startswith("validation NDCG@10 by epoch: 1:")
+    assert out[3].startswith("SASRec validation (12 users): HR@5 ")
+    assert out[4].startswith("SASRec test (12 users): HR@5 ") and "NDCG@10" in out[4]
+    assert out[5].startswith("most popular test (12 users)")
     assert sasrec.load(tmp_path / "prepared", "tiny_shop") is not None
     assert baselines.main(argv) == 0                                  # same settings: reused
     again = capsys.readouterr().out.splitlines()
-    assert "cached" in again[0] and again[3] == out[3]
+    assert "cached" in again[0] and again[4] == out[4]
+    assert baselines.main([*argv, "--dropout", "0.3"]) == 0           # other choices: trained
+    other = capsys.readouterr().out.splitlines()
+    assert "trained" in other[0] and other[1].startswith("dropout by validation NDCG@10: 0.3:")
+    assert other[1].endswith("; kept 0.3")
