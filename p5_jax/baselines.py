@@ -284,9 +284,9 @@ def _reusable(info: dict, settings, dropouts: list[float]) -> bool:
 def _train_or_reuse(*, root, dataset, settings, dropouts: list[float], data, retrain: bool,
                     progress: bool):
     """(ranker, cache info, whether it was trained now)."""
-    from p5_jax import sasrec
+    from p5_jax import sasrec, sasrec_cache
 
-    cached, reason = sasrec.cache_status(root, dataset)
+    cached, reason = sasrec_cache.cache_status(root, dataset)
     if cached and not retrain and _reusable(cached.info, settings, dropouts):
         return cached.ranker, cached.info, False
     if reason:
@@ -297,10 +297,10 @@ def _train_or_reuse(*, root, dataset, settings, dropouts: list[float], data, ret
         validation_histories=[h for _, h, _ in data["validation"]],
         validation_targets=[t for _, _, t in data["validation"]],
         item_ids=data["items"], progress=progress)
-    sasrec.save(result, root=root, dataset=dataset, extra={
+    sasrec_cache.save(result, root=root, dataset=dataset, extra={
         "dropout_choices": dropouts,
         "validation_ndcg10_by_dropout": {str(rate): score for rate, score in scores.items()}})
-    saved, why_not = sasrec.cache_status(root, dataset)
+    saved, why_not = sasrec_cache.cache_status(root, dataset)
     if saved is None:
         raise RuntimeError(f"the SASRec just saved does not read back: {why_not}")
     return result.ranker, saved.info, True
@@ -309,18 +309,18 @@ def _train_or_reuse(*, root, dataset, settings, dropouts: list[float], data, ret
 def _load(args) -> tuple:
     """(prepared root, settings, dropout rates, data) or an exception for the user's mistake."""
     root = _prepared_root(args.dataset, args.data_dir)
-    from p5_jax import sasrec
+    from p5_jax import sasrec, sasrec_cache
 
     settings = sasrec.Settings(max_epochs=args.epochs, patience=args.patience, seed=args.seed,
                                windows=args.windows)
     dropouts = [float(rate) for rate in (args.dropout or sasrec.DROPOUT_CHOICES)]
     for rate in dropouts:
         dataclasses.replace(settings, dropout=rate)  # Settings' check of each rate
-    data: dict[str, list] = {split: sasrec.prepared_sequences(root, args.dataset, split)
+    data: dict[str, list] = {split: sasrec_cache.prepared_sequences(root, args.dataset, split)
                              for split in ("train", "validation", "test")}
     if not data["test"]:
         raise ValueError(f"{args.dataset} has no test sequences to score")
-    data["items"] = sasrec.catalogue(root, args.dataset)
+    data["items"] = sasrec_cache.catalogue(root, args.dataset)
     return root, settings, dropouts, data
 
 
@@ -333,14 +333,14 @@ def main(argv=None) -> int:
     ranker, info, trained = _train_or_reuse(root=root, dataset=args.dataset, settings=settings,
                                             dropouts=dropouts, data=data, retrain=args.retrain,
                                             progress=not args.no_progress)
-    from p5_jax import sasrec
+    from p5_jax import sasrec_cache
 
     how = "trained" if trained else "cached (use --retrain to train again)"
     ran, most = info["epochs_run"], info["settings"]["max_epochs"]
     stop = "stopped early" if ran < most else "reached --epochs before early stopping"
     print(f"SASRec on {args.dataset}: {how}; {ran} epochs ({stop}), best {info['best_epoch']} by "
           f"validation NDCG@10, {info['train_seconds']:.1f} s of training; "
-          f"{sasrec.cache_dir(root, args.dataset)}")
+          f"{sasrec_cache.cache_dir(root, args.dataset)}")
     print(_dropout_line(info))
     print(_curve_line(info["curve"]))
     for split in ("validation", "test"):

@@ -158,9 +158,9 @@ def cached_sasrec(*, root, dataset: str):
     """The cached SASRec ranker of a prepared dataset, or None (absent or stale: logged)."""
     from absl import logging
 
-    from p5_jax import sasrec
+    from p5_jax import sasrec_cache
 
-    cached, reason = sasrec.cache_status(root, dataset)
+    cached, reason = sasrec_cache.cache_status(root, dataset)
     if cached is None:
         logging.warning("No SASRec row for %s: %s; train it with python -m p5_jax.baselines "
                      "--dataset %s", dataset, reason, dataset)

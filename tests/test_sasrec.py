@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from p5_jax import baselines, metrics, sasrec
+from p5_jax import baselines, metrics, sasrec, sasrec_cache
 
 NUM_ITEMS = 30
 ITEMS = [str(i) for i in range(1, NUM_ITEMS + 1)]
@@ -173,24 +173,24 @@ def _fake_prepared(root, dataset="toy", seed=0):
 
 def test_cache_round_trip_and_invalidation_when_the_manifest_changes(trained, tmp_path):
     root = _fake_prepared(tmp_path)
-    assert sasrec.cache_status(root, "toy")[1].startswith("no cached SASRec")
-    folder = sasrec.save(trained, root=root, dataset="toy")
+    assert sasrec_cache.cache_status(root, "toy")[1].startswith("no cached SASRec")
+    folder = sasrec_cache.save(trained, root=root, dataset="toy")
     assert sorted(p.name for p in folder.parent.iterdir()) == ["sasrec"]  # no temporary left
-    info = json.loads((folder / sasrec.INFO_FILE).read_text())
+    info = json.loads((folder / sasrec_cache.INFO_FILE).read_text())
     assert info["manifest_seed"] == 0 and len(info["manifest_md5"]) == 32
     assert info["validation"]["hr@1"] == 1.0 and info["settings"]["max_len"] == 10
     assert len(info["curve"]) == trained.epochs_run
-    cached = sasrec.load(root, "toy")
+    cached = sasrec_cache.load(root, "toy")
     histories = [_cycle(s, 6) for s in range(20)]
     np.testing.assert_array_equal(cached.ranker.logits(histories),
                                   trained.ranker.logits(histories))
     assert cached.ranker.rank(histories) == trained.ranker.rank(histories)
-    assert sasrec.catalogue(root, "toy") == ITEMS
+    assert sasrec_cache.catalogue(root, "toy") == ITEMS
 
     _fake_prepared(tmp_path, seed=1)                     # prepared again, another seed
-    cached, reason = sasrec.cache_status(root, "toy")
+    cached, reason = sasrec_cache.cache_status(root, "toy")
     assert cached is None and "manifest changed" in reason
-    assert sasrec.load(root, "toy") is None
+    assert sasrec_cache.load(root, "toy") is None
 
 
 def test_settings_reject_bad_values():
@@ -239,7 +239,7 @@ def test_cli_trains_caches_and_reuses_on_a_tiny_prepared_dataset(tmp_path, capsy
     assert out[3].startswith("SASRec validation (12 users): HR@5 ")
     assert out[4].startswith("SASRec test (12 users): HR@5 ") and "NDCG@10" in out[4]
     assert out[5].startswith("most popular test (12 users)")
-    assert sasrec.load(tmp_path / "prepared", "tiny_shop") is not None
+    assert sasrec_cache.load(tmp_path / "prepared", "tiny_shop") is not None
     assert baselines.main(argv) == 0                                  # same settings: reused
     again = capsys.readouterr().out.splitlines()
     assert "cached" in again[0] and again[4] == out[4]
