@@ -37,8 +37,7 @@ PROTOCOL_NOTE = (
     "model trained on the training sequences (full softmax; its dropout rate and epoch chosen "
     "on validation NDCG@10), ranks every item after the last 50 items of the same whole "
     "history, leaving out the same items; its row appears only for a dataset with a cached "
-    "model, made by "
-    "`python -m p5_jax.baselines --dataset NAME`")
+    "model, made by `python -m p5_jax.baselines --dataset NAME`")
 
 
 def _first(outputs: Sequence[TaskOutput], *, family: str, output: str,
