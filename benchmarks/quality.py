@@ -17,7 +17,8 @@ Then it prints HR@5/NDCG@5/HR@10/NDCG@10 with 95% per-user bootstrap intervals f
 model, SASRec and most-popular, and one line per dataset
 `ndcg10_ratio_vs_sasrec=X.XX` (the P5 model's NDCG@10 on the sequential headline prompt over
 SASRec's on the same users), with a paired bootstrap interval of the ratio. A rerun reuses
-finished stages (prepared data, checkpoints, the SASRec cache, validation evaluations).
+finished stages (prepared data, checkpoints, the SASRec cache, and the validation evaluations
+of checkpoints whose saved state is unchanged: a run trained again is evaluated again).
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ SEQUENTIAL_HEADLINE = "2-3"
 PROMPTS = ("sequential_2_3", "sequential_2_13", ("direct_5_4", "direct_5_1"), "direct_5_8")
 COLUMNS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
 SASREC, MOST_POPULAR = "SASRec (train)", "most popular (train)"
+# Beside each validation evaluation: the checkpoint it evaluated (`checkpoint_identity`).
+CHECKPOINT_RECORD = "checkpoint.json"
 
 
 def _run(stage: str, module_args: list[str], env: dict) -> None:
@@ -129,18 +132,35 @@ def checkpoint_steps(model_dir: pathlib.Path) -> list[int]:
 def validation_curve(dataset: str, model_dir: pathlib.Path, out_dir: pathlib.Path,
                      env: dict) -> list[tuple[int, float]]:
     """(step, validation NDCG@10 of the headline sequential prompt) for every finished
-    checkpoint; a step evaluated before (its results.json written) is read back, not rerun."""
+    checkpoint; a step evaluated before is read back, not rerun, when the folder records the
+    same saved state (a retrained run's folders are evaluated again)."""
     curve = []
     for step in checkpoint_steps(model_dir):
-        folder = out_dir / str(step)
-        if not (folder / "results.json").is_file():
+        folder, checkpoint = out_dir / str(step), model_dir / "checkpoints" / str(step)
+        identity = checkpoint_identity(checkpoint)
+        if not _evaluated(folder, identity):
             _run(f"validate step {step}", [
                 "p5_jax.eval", "--gin_file=gin/experiments/quality_eval.gin",
-                _gin("CHECKPOINT_PATH", str(model_dir / "checkpoints" / str(step))),
+                _gin("CHECKPOINT_PATH", str(checkpoint)),
                 _gin("MIXTURE_OR_TASK_NAME", _sequential_headline_task(dataset)),
                 _gin("EVAL_OUTPUT_DIR", str(folder)), _gin("evaluate.split", "validation")], env)
+            (folder / CHECKPOINT_RECORD).write_text(json.dumps(identity) + "\n")
         curve.append((step, validation_ndcg10(folder)))
     return curve
+
+
+def checkpoint_identity(step_folder: pathlib.Path) -> dict:
+    """What names one saved train state: its folder and the digest of its recorded checksums."""
+    from p5_jax import checkpoints
+
+    digest = checkpoints.saved_state_digest(step_folder) if step_folder.is_dir() else None
+    return {"checkpoint": str(step_folder), "state_digest": digest}
+
+
+def _evaluated(folder: pathlib.Path, identity: dict) -> bool:
+    record = folder / CHECKPOINT_RECORD
+    return ((folder / "results.json").is_file() and record.is_file()
+            and json.loads(record.read_text()) == identity)
 
 
 def validation_ndcg10(folder: pathlib.Path) -> float:

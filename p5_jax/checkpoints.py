@@ -220,6 +220,16 @@ def step_folder_problem(folder) -> str | None:
     return None
 
 
+def saved_state_digest(folder) -> str | None:
+    """A digest of the fingerprints a finished save of one step folder recorded (so two saves
+    of different states differ), or None for a save that recorded none."""
+    folder = epath.Path(folder)
+    record = folder / CHECKSUM_ITEM / _ITEM_FILES[CHECKSUM_ITEM][0]
+    if CHECKSUM_ITEM not in _saved_items(folder) or not record.exists():
+        return None
+    return hashlib.sha256(record.read_bytes()).hexdigest()
+
+
 def _file_problem(path: epath.Path, name: str) -> str | None:
     """Missing, or (for the JSON metadata, which readers of the step's shapes need) unparsable."""
     if not path.exists():

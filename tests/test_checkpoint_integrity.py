@@ -294,6 +294,13 @@ def test_a_step_saved_without_checksums_restores_unverified(tmp_path, capfd):
     assert_state_of(*restore(tmp_path), 70)
     assert output(capfd) == (f"warning: checkpoint step 70 under {tmp_path} records no "
                              f"checksums (saved by an earlier version): restored unverified\n")
+    assert checkpoints.saved_state_digest(tmp_path / "70") is None
+
+
+def test_saved_state_digest_names_the_state_not_the_folder(run_dir, saved):
+    digests = [checkpoints.saved_state_digest(run_dir / str(step)) for step in STEPS]
+    assert len(set(digests)) == len(STEPS) and all(len(d) == 64 for d in digests)
+    assert digests == [checkpoints.saved_state_digest(saved / str(step)) for step in STEPS]
 
 
 def test_save_rejects_a_bad_data_position(tmp_path):

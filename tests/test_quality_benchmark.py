@@ -54,10 +54,14 @@ def test_best_step_is_the_highest_validation_ndcg_and_the_earliest_of_ties():
         quality.best_step([])
 
 
-def _results(folder, *, split, ndcg10):
-    folder.mkdir(parents=True)
+def _results(folder, *, split, ndcg10, checkpoint=None):
+    """A results.json; with `checkpoint` (a step folder), the record of having evaluated it."""
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"settings": {"split": split}, "tasks": [{"metrics": {"ndcg@10": ndcg10}}]}
     (folder / "results.json").write_text(json.dumps(payload))
+    if checkpoint is not None:
+        record = json.dumps(quality.checkpoint_identity(checkpoint))
+        (folder / quality.CHECKPOINT_RECORD).write_text(record)
 
 
 def test_validation_curve_reads_back_finished_steps_and_refuses_a_test_evaluation(
@@ -65,8 +69,9 @@ def test_validation_curve_reads_back_finished_steps_and_refuses_a_test_evaluatio
     monkeypatch.setattr(quality, "checkpoint_steps", lambda model_dir: [500, 1000])
     ran = []
     monkeypatch.setattr(quality, "_run", lambda stage, args, env: ran.append(stage))
-    _results(tmp_path / "validation" / "500", split="validation", ndcg10=0.031)
-    _results(tmp_path / "validation" / "1000", split="validation", ndcg10=0.047)
+    for step, value in ((500, 0.031), (1000, 0.047)):
+        _results(tmp_path / "validation" / str(step), split="validation", ndcg10=value,
+                 checkpoint=tmp_path / "model" / "checkpoints" / str(step))
     curve = quality.validation_curve("x", tmp_path / "model", tmp_path / "validation", env={})
     assert curve == [(500, 0.031), (1000, 0.047)] and not ran
     assert quality._curve_line(curve) == "validation NDCG@10 by step: 500:0.0310 1000:0.0470"
@@ -90,3 +95,31 @@ def test_validation_curve_evaluates_a_missing_step_on_the_validation_split(tmp_p
     assert f"--gin.CHECKPOINT_PATH='{tmp_path / 'model' / 'checkpoints' / '1000'}'" in args
     assert "--gin.MIXTURE_OR_TASK_NAME='p5_x_sequential_2_3'" in args
     assert "--gin.evaluate.split='validation'" in args
+
+
+def test_validation_curve_evaluates_again_a_folder_of_another_checkpoint(tmp_path, monkeypatch):
+    """A folder with no record, or the record of another saved state (a run trained again in
+    the same MODEL_DIR), is evaluated again and then records the checkpoint it evaluated."""
+    step_folder = tmp_path / "model" / "checkpoints" / "500"
+    monkeypatch.setattr(quality, "checkpoint_steps", lambda model_dir: [500])
+    step_folder.mkdir(parents=True)
+    digest = {"value": "aaaa"}
+    monkeypatch.setattr("p5_jax.checkpoints.saved_state_digest", lambda folder: digest["value"])
+    ran = []
+
+    def fake_run(stage, args, env):
+        ran.append(stage)
+        _results(tmp_path / "validation" / "500", split="validation", ndcg10=0.06)
+
+    monkeypatch.setattr(quality, "_run", fake_run)
+    _results(tmp_path / "validation" / "500", split="validation", ndcg10=0.02)
+    assert quality.validation_curve("x", tmp_path / "model", tmp_path / "validation",
+                                    env={}) == [(500, 0.06)]
+    assert quality.validation_curve("x", tmp_path / "model", tmp_path / "validation",
+                                    env={}) == [(500, 0.06)]
+    assert ran == ["validate step 500"]
+    record = json.loads((tmp_path / "validation" / "500" / quality.CHECKPOINT_RECORD).read_text())
+    assert record == {"checkpoint": str(step_folder), "state_digest": "aaaa"}
+    digest["value"] = "bbbb"
+    quality.validation_curve("x", tmp_path / "model", tmp_path / "validation", env={})
+    assert ran == ["validate step 500"] * 2
