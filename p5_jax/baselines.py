@@ -313,7 +313,8 @@ def _load(args) -> tuple:
 
     settings = sasrec.Settings(max_epochs=args.epochs, patience=args.patience, seed=args.seed,
                                windows=args.windows)
-    dropouts = [float(rate) for rate in (args.dropout or sasrec.DROPOUT_CHOICES)]
+    rates = args.dropout or sasrec.DROPOUT_CHOICES
+    dropouts = list(dict.fromkeys(float(rate) for rate in rates))  # a repeated rate trains once
     for rate in dropouts:
         dataclasses.replace(settings, dropout=rate)  # Settings' check of each rate
     data: dict[str, list] = {split: sasrec_cache.prepared_sequences(root, args.dataset, split)
@@ -339,7 +340,7 @@ def main(argv=None) -> int:
     ran, most = info["epochs_run"], info["settings"]["max_epochs"]
     stop = "stopped early" if ran < most else "reached --epochs before early stopping"
     print(f"SASRec on {args.dataset}: {how}; {ran} epochs ({stop}), best {info['best_epoch']} by "
-          f"validation NDCG@10, {info['train_seconds']:.1f} s of training; "
+          f"validation NDCG@10, {info['train_seconds']:.1f} s of training at the kept rate; "
           f"{sasrec_cache.cache_dir(root, args.dataset)}")
     print(_dropout_line(info))
     print(_curve_line(info["curve"]))

@@ -247,3 +247,5 @@ def test_cli_trains_caches_and_reuses_on_a_tiny_prepared_dataset(tmp_path, capsy
     other = capsys.readouterr().out.splitlines()
     assert "trained" in other[0] and other[1].startswith("dropout by validation NDCG@10: 0.3:")
     assert other[1].endswith("; kept 0.3")
+    assert baselines.main([*argv, "--dropout", "0.3", "0.3"]) == 0    # a repeated rate: once
+    assert "cached" in capsys.readouterr().out.splitlines()[0]
