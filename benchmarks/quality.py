@@ -144,7 +144,7 @@ def validation_curve(dataset: str, model_dir: pathlib.Path, out_dir: pathlib.Pat
                 _gin("CHECKPOINT_PATH", str(checkpoint)),
                 _gin("MIXTURE_OR_TASK_NAME", _sequential_headline_task(dataset)),
                 _gin("EVAL_OUTPUT_DIR", str(folder)), _gin("evaluate.split", "validation")], env)
-            (folder / CHECKPOINT_RECORD).write_text(json.dumps(identity) + "\n")
+            _write_record(folder / CHECKPOINT_RECORD, identity)
         curve.append((step, validation_ndcg10(folder)))
     return curve
 
@@ -157,10 +157,22 @@ def checkpoint_identity(step_folder: pathlib.Path) -> dict:
     return {"checkpoint": str(step_folder), "state_digest": digest}
 
 
+def _write_record(path: pathlib.Path, identity: dict) -> None:
+    """Writes the record whole or not at all (a temporary file renamed over it)."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(identity) + "\n")
+    os.replace(partial, path)
+
+
 def _evaluated(folder: pathlib.Path, identity: dict) -> bool:
+    """Whether `folder` holds an evaluation of `identity`; an unreadable record counts as none."""
     record = folder / CHECKPOINT_RECORD
-    return ((folder / "results.json").is_file() and record.is_file()
-            and json.loads(record.read_text()) == identity)
+    if not ((folder / "results.json").is_file() and record.is_file()):
+        return False
+    try:
+        return json.loads(record.read_text()) == identity
+    except json.JSONDecodeError:
+        return False
 
 
 def validation_ndcg10(folder: pathlib.Path) -> float:

@@ -123,3 +123,29 @@ def test_validation_curve_evaluates_again_a_folder_of_another_checkpoint(tmp_pat
     digest["value"] = "bbbb"
     quality.validation_curve("x", tmp_path / "model", tmp_path / "validation", env={})
     assert ran == ["validate step 500"] * 2
+
+
+def test_validation_curve_evaluates_again_a_folder_whose_record_was_cut_short(
+        tmp_path, monkeypatch):
+    """A record cut short (a crash while writing it) counts as no record: the step is evaluated
+    again and the record rewritten whole, with no temporary file left beside it."""
+    step_folder = tmp_path / "model" / "checkpoints" / "500"
+    step_folder.mkdir(parents=True)
+    monkeypatch.setattr(quality, "checkpoint_steps", lambda model_dir: [500])
+    monkeypatch.setattr("p5_jax.checkpoints.saved_state_digest", lambda folder: "cccc")
+    folder = tmp_path / "validation" / "500"
+    ran = []
+
+    def fake_run(stage, args, env):
+        ran.append(stage)
+        _results(folder, split="validation", ndcg10=0.04)
+
+    monkeypatch.setattr(quality, "_run", fake_run)
+    _results(folder, split="validation", ndcg10=0.01)
+    whole = json.dumps(quality.checkpoint_identity(step_folder))
+    (folder / quality.CHECKPOINT_RECORD).write_text(whole[:len(whole) // 2])
+    assert quality.validation_curve("x", tmp_path / "model", tmp_path / "validation",
+                                    env={}) == [(500, 0.04)]
+    assert ran == ["validate step 500"]
+    assert json.loads((folder / quality.CHECKPOINT_RECORD).read_text())["state_digest"] == "cccc"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.json", "results.json"]
