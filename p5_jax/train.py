@@ -69,7 +69,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           keep_checkpoints: int | None = 3, sentencepiece_model_file: str | None = None,
           sequential_sampling: str = "p5", show_progress: bool = True, pack: bool = True,
           initial_checkpoint: str | None = None, on_bad_checkpoint: str = "fall_back",
-          item_tokens: bool = False, prompt_kind_weights: Mapping[str, float] | None = None,
+          item_tokens: bool = False, user_tokens: bool = False, prompt_kind_weights: Mapping[str, float] | None = None,
           max_history: int | None = None, continuation_items: int = 0):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
 
@@ -97,6 +97,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
 
     `item_tokens`: with the default SentencePiece model, one piece per item (`item_<id>` is one
     token) instead of one piece per digit; the run records the model, so eval and infer follow.
+    `user_tokens`: likewise one piece per user (`user_<id>`).
 
     `on_bad_checkpoint`: when resuming, "fall_back" past a damaged step to the newest intact one
     (one warning line each) or "stop" with one error line.
@@ -116,6 +117,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
                          sentencepiece_model_file=sentencepiece_model_file)
     model_file = start.sentencepiece_file if start else sentencepiece_model_file
     vocabulary.use_item_tokens(item_tokens)
+    vocabulary.use_user_tokens(user_tokens)
     if model_file:  # before the first tokenization
         vocabulary.use_sentencepiece_file(model_file)
     trainer_class: Callable[..., trainer.Trainer] = trainer.Trainer

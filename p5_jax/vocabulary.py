@@ -3,7 +3,8 @@
 Ids: pad 0, eos 1, unk 2, no bos. Digits are split one per piece, so an id such as `item_1234`
 becomes several pieces, unless item tokens are on (`use_item_tokens(True)`): then every item of
 the corpus datasets is one piece, `▁item_<id>` (independent indexing, one embedding per item,
-as in Hua et al. 2023), and a next-item target is one token and EOS. Training is deterministic: a fixed
+as in Hua et al. 2023), and a next-item target is one token and EOS; likewise every user is one
+piece, `▁user_<id>`, when user tokens are on (`use_user_tokens(True)`). Training is deterministic: a fixed
 corpus order, no sentence sampling or shuffling, one thread. The model is cached under
 `<prepared_root>/vocab/` with a name that hashes the corpus recipe (vocab size, the datasets'
 manifests, the extra texts), so a changed recipe makes a new file and never reuses a stale one.
@@ -38,6 +39,7 @@ WORD_START = "\u2581"
 
 _override_path: str | None = None
 _item_tokens = False
+_user_tokens = False
 
 
 def use_sentencepiece_file(path: str | os.PathLike | None) -> None:
@@ -52,6 +54,12 @@ def use_item_tokens(enabled: bool) -> None:
     """Whether the trained default model gives every corpus item its own piece."""
     global _item_tokens
     _item_tokens = bool(enabled)
+
+
+def use_user_tokens(enabled: bool) -> None:
+    """Whether the trained default model gives every corpus user its own piece."""
+    global _user_tokens
+    _user_tokens = bool(enabled)
 
 
 def train_sentencepiece(*, texts: Iterable[str], model_path: str | os.PathLike,
@@ -107,20 +115,33 @@ def _manifests(root: pathlib.Path, datasets: Sequence[str]) -> list[dict]:
     return result
 
 
+def _prepared_ids(root: pathlib.Path, datasets: Sequence[str], *, records: str,
+                  key: str) -> list[str]:
+    ids: set[str] = set()
+    for name in datasets:
+        with open(root / name / records, encoding="utf-8") as file:
+            ids.update(json.loads(line)[key] for line in file)
+    return sorted(ids)
+
+
 def item_symbols(root: pathlib.Path, datasets: Sequence[str]) -> list[str]:
     """`▁item_<id>` for every item of the prepared `datasets`, sorted (ids shared across
     datasets share a piece)."""
-    ids: set[str] = set()
-    for name in datasets:
-        with open(root / name / "items.jsonl", encoding="utf-8") as file:
-            ids.update(json.loads(line)["item_id"] for line in file)
-    return [WORD_START + id_text.item_text(item) for item in sorted(ids)]
+    ids = _prepared_ids(root, datasets, records="items.jsonl", key="item_id")
+    return [WORD_START + id_text.item_text(item) for item in ids]
+
+
+def user_symbols(root: pathlib.Path, datasets: Sequence[str]) -> list[str]:
+    """`▁user_<id>` for every user of the prepared `datasets`, sorted (shared like items)."""
+    ids = _prepared_ids(root, datasets, records="users.jsonl", key="user_id")
+    return [WORD_START + id_text.user_text(user) for user in ids]
 
 
 def _recipe_hash(*, vocab_size: int, manifests: list[dict], extra_texts: Sequence[str],
-                 item_tokens: bool = False) -> str:
+                 item_tokens: bool = False, user_tokens: bool = False) -> str:
     recipe = {"trainer": TRAINER_VERSION, "vocab_size": vocab_size, "extra_texts": list(extra_texts),
               **({"item_tokens": True} if item_tokens else {}),
+              **({"user_tokens": True} if user_tokens else {}),
               "datasets": [{k: m.get(k) for k in ("name", "source_files", "indexing", "seed",
                                                   "counts")} for m in manifests]}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -129,15 +150,18 @@ def _recipe_hash(*, vocab_size: int, manifests: list[dict], extra_texts: Sequenc
 def ensure_sentencepiece_model(*, root=None, vocab_size: int = DEFAULT_VOCAB_SIZE,
                                datasets: Sequence[str] = CORPUS_DATASETS,
                                extra_texts: Sequence[str] = (),
-                               item_tokens: bool | None = None) -> pathlib.Path:
+                               item_tokens: bool | None = None,
+                               user_tokens: bool | None = None) -> pathlib.Path:
     """The cached model for this recipe, training it (and preparing `datasets`) if missing.
-    `item_tokens` (default: the `use_item_tokens` setting) adds one piece per item."""
+    `item_tokens` (default: the `use_item_tokens` setting) adds one piece per item,
+    `user_tokens` (default: `use_user_tokens`'s) one per user."""
     root = pathlib.Path(root) if root is not None else paths.prepared_root()
     item_tokens = _item_tokens if item_tokens is None else item_tokens
+    user_tokens = _user_tokens if user_tokens is None else user_tokens
     manifests = _manifests(root, datasets)
     digest = _recipe_hash(vocab_size=vocab_size, manifests=manifests, extra_texts=extra_texts,
-                          item_tokens=item_tokens)
-    kind = "items_" if item_tokens else ""
+                          item_tokens=item_tokens, user_tokens=user_tokens)
+    kind = ("items_" if item_tokens else "") + ("users_" if user_tokens else "")
     model_path = root / "vocab" / f"p5_spm_{vocab_size}_{kind}{digest}.model"
     if model_path.is_file():
         return model_path
@@ -148,7 +172,8 @@ def ensure_sentencepiece_model(*, root=None, vocab_size: int = DEFAULT_VOCAB_SIZ
             folder = root / name
             yield from _dataset_texts(folder, json.loads((folder / "manifest.json").read_text()))
 
-    symbols = item_symbols(root, datasets) if item_tokens else ()
+    symbols = ((item_symbols(root, datasets) if item_tokens else [])
+               + (user_symbols(root, datasets) if user_tokens else []))
     return train_sentencepiece(texts=corpus(), model_path=model_path, vocab_size=vocab_size,
                                symbols=symbols)
 
@@ -164,13 +189,13 @@ class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
     def __init__(self, resolve_path: Callable[[], str | os.PathLike]):
         super().__init__(sentencepiece_model_file=None)
         self._resolve_path = resolve_path
-        self._default_files: dict[tuple, str] = {}  # (root, item tokens) -> trained model file
+        self._default_files: dict[tuple, str] = {}  # (root, item, user tokens) -> model file
 
     def _current_file(self) -> str:
         override = _override_path or os.environ.get("P5_SPM_MODEL")
         if override:
             return str(override)
-        key = (str(paths.prepared_root()), _item_tokens)
+        key = (str(paths.prepared_root()), _item_tokens, _user_tokens)
         if key not in self._default_files:
             import tensorflow as tf  # deferred: training reads prepared records eagerly
             with tf.init_scope():    # even when first asked from inside a tf.data map

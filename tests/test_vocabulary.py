@@ -113,6 +113,15 @@ def test_item_symbols_cover_every_dataset_once(tmp_path):
         "\u2581item_10", "\u2581item_2-6-0", "\u2581item_3"]
 
 
+def test_user_symbols_cover_every_dataset_once(tmp_path):
+    for name, users in (("a", ["7", "12"]), ("b", ["12", "3"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "users.jsonl").write_text(
+            "".join(f'{{"user_id": "{user}", "user_desc": ""}}\n' for user in users))
+    assert vocabulary.user_symbols(tmp_path, ["a", "b"]) == [
+        "\u2581user_12", "\u2581user_3", "\u2581user_7"]
+
+
 def test_item_tokens_make_each_item_one_piece(tmp_path):
     symbols = ["\u2581item_1", "\u2581item_12", "\u2581item_2-6-0"]
     path = vocabulary.train_sentencepiece(texts=TEXTS, model_path=tmp_path / "i.model",
@@ -138,3 +147,22 @@ def test_item_tokens_are_part_of_the_recipe(tmp_path):
         vocabulary.use_item_tokens(False)
     assert items != plain and "items_" in items.name and "items_" not in plain.name
     assert vocabulary.ensure_sentencepiece_model(**kwargs) == plain
+
+
+def test_user_tokens_make_each_user_of_the_prepared_data_one_piece(tmp_path):
+    _items_folder(tmp_path, "a", ["5"])
+    (tmp_path / "a" / "users.jsonl").write_text('{"user_id": "275", "user_desc": ""}\n')
+    (tmp_path / "a" / "manifest.json").write_text('{"name": "a", "fields": {}}')
+    kwargs = dict(root=tmp_path, vocab_size=120, datasets=("a",), extra_texts=tuple(TEXTS))
+    vocabulary.use_user_tokens(True)
+    try:
+        users = vocabulary.ensure_sentencepiece_model(**kwargs)
+    finally:
+        vocabulary.use_user_tokens(False)
+    plain = vocabulary.ensure_sentencepiece_model(**kwargs)
+    assert users != plain and "users_" in users.name and "users_" not in plain.name
+    pieces = lambda path, text: [_vocab(path).tokenizer.id_to_piece(i)  # noqa: E731
+                                 for i in _vocab(path).encode(text)]
+    assert pieces(users, "user_275 ?")[0] == "\u2581user_275"
+    assert pieces(plain, "user_275")[-3:] == ["2", "7", "5"]
+    assert pieces(users, "user_276")[-3:] == ["2", "7", "6"]   # an unknown user is still digits
