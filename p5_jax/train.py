@@ -69,7 +69,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           keep_checkpoints: int | None = 3, sentencepiece_model_file: str | None = None,
           sequential_sampling: str = "p5", show_progress: bool = True, pack: bool = True,
           initial_checkpoint: str | None = None, on_bad_checkpoint: str = "fall_back",
-          item_tokens: bool = False, user_tokens: bool = False, prompt_kind_weights: Mapping[str, float] | None = None,
+          item_tokens: bool = False, user_tokens: bool = False,
+          prompt_kind_weights: Mapping[str, float] | None = None,
           max_history: int | None = None, continuation_items: int = 0):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
 

@@ -4,8 +4,8 @@ Ids: pad 0, eos 1, unk 2, no bos. Digits are split one per piece, so an id such 
 becomes several pieces, unless item tokens are on (`use_item_tokens(True)`): then every item of
 the corpus datasets is one piece, `▁item_<id>` (independent indexing, one embedding per item,
 as in Hua et al. 2023), and a next-item target is one token and EOS; likewise every user is one
-piece, `▁user_<id>`, when user tokens are on (`use_user_tokens(True)`). Training is deterministic: a fixed
-corpus order, no sentence sampling or shuffling, one thread. The model is cached under
+piece, `▁user_<id>`, when user tokens are on (`use_user_tokens(True)`). Training is
+deterministic: a fixed corpus order, no sentence sampling or shuffling, one thread. The model is cached under
 `<prepared_root>/vocab/` with a name that hashes the corpus recipe (vocab size, the datasets'
 manifests, the extra texts), so a changed recipe makes a new file and never reuses a stale one.
 
