@@ -5,9 +5,10 @@ becomes several pieces, unless item tokens are on (`use_item_tokens(True)`): the
 the corpus datasets is one piece, `▁item_<id>` (independent indexing, one embedding per item,
 as in Hua et al. 2023), and a next-item target is one token and EOS; likewise every user is one
 piece, `▁user_<id>`, when user tokens are on (`use_user_tokens(True)`). Training is
-deterministic: a fixed corpus order, no sentence sampling or shuffling, one thread. The model is cached under
-`<prepared_root>/vocab/` with a name that hashes the corpus recipe (vocab size, the datasets'
-manifests, the extra texts), so a changed recipe makes a new file and never reuses a stale one.
+deterministic: a fixed corpus order, no sentence sampling or shuffling, one thread. The model
+is cached under `<prepared_root>/vocab/` with a name that hashes the corpus recipe (vocab size,
+the datasets' manifests, the extra texts), so a changed recipe makes a new file and never
+reuses a stale one.
 
 `use_sentencepiece_file(path)` (or `$P5_SPM_MODEL`) swaps in any other model, e.g. T5's
 `spiece.model`; entry scripts bind it with gin.
