@@ -14,7 +14,8 @@ Per dataset, each stage is the command a user would type (printed before it runs
    each user's validation item, so the test split is read once, at the end;
 5. evaluate the headline prompts on every test user (gin/experiments/quality_eval.gin).
 Then it prints HR@5/NDCG@5/HR@10/NDCG@10 with 95% per-user bootstrap intervals for the P5
-model, SASRec and most-popular, and one line per dataset
+model, SASRec, most-popular and the last-item transitions (a first-order Markov chain counted on
+the training sequences), and one line per dataset
 `ndcg10_ratio_vs_sasrec=X.XX` (the P5 model's NDCG@10 on the sequential headline prompt over
 SASRec's on the same users), with a paired bootstrap interval of the ratio. A rerun reuses
 finished stages (prepared data, checkpoints, the SASRec cache, and the validation evaluations
@@ -45,7 +46,6 @@ INDEXING = "collaborative"
 SEQUENTIAL_HEADLINE = "2-3"
 PROMPTS = ("sequential_2_3", "sequential_2_13", ("direct_5_4", "direct_5_1"), "direct_5_8")
 COLUMNS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
-SASREC, MOST_POPULAR = "SASRec (train)", "most popular (train)"
 # Beside each validation evaluation: the checkpoint it evaluated (`checkpoint_identity`).
 CHECKPOINT_RECORD = "checkpoint.json"
 

@@ -25,6 +25,7 @@ import argparse
 import collections
 import dataclasses
 import hashlib
+import itertools
 import pathlib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -80,6 +81,45 @@ def most_popular_sequential(*, counts: Mapping[str, int], histories: Sequence[Se
         ranked = []
         for item in order:
             if item not in skip:
+                ranked.append(item)
+                if len(ranked) == top_k:
+                    break
+        predictions.append(ranked)
+    return predictions
+
+
+def count_transitions(histories: Iterable[Sequence[str]]) -> dict[str, collections.Counter]:
+    """{item: {next item: how often it came right after `item`}} over per-user item lists in
+    time order (train histories)."""
+    following: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for history in histories:
+        if isinstance(history, (str, bytes)):
+            raise TypeError("each history must be a list of item ids, not one string")
+        for item, next_item in zip(history, history[1:]):
+            following[item][next_item] += 1
+    return dict(following)
+
+
+def last_item_transitions(*, transitions: Mapping[str, Mapping[str, int]],
+                          counts: Mapping[str, int], histories: Sequence[Sequence[str]],
+                          all_items: Iterable[str] = (), top_k: int = DEFAULT_TOP_K,
+                          seed: int = 0) -> list[list[str]]:
+    """Per user, a first-order Markov chain's ranking: the items that followed the user's last
+    item in training, most often first, then every other item in popularity order; equal
+    transition counts fall in popularity order too. The items in `histories` (each user's
+    whole history, last item last) are skipped, as in `most_popular_sequential`."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    order = popularity_order(counts, all_items=all_items, seed=seed)
+    position = {item: rank for rank, item in enumerate(order)}
+    predictions = []
+    for history in histories:
+        followers = transitions.get(history[-1], {}) if history else {}
+        first = sorted(followers, key=lambda i: (-followers[i], position.get(i, len(order))))
+        taken, ranked = set(history), []
+        for item in itertools.chain(first, order):
+            if item not in taken:
+                taken.add(item)
                 ranked.append(item)
                 if len(ranked) == top_k:
                     break

@@ -4,7 +4,9 @@ Per family, the first evaluated task of the right kind supplies the examples (th
 are the same for every prompt of a family; only the wording differs):
 - sequential: most popular items over all items (training interactions; the user's whole history
   before the evaluated item skipped: at test, the training items and the validation item, the
-  protocol of RecBole's leave-one-out full ranking), from a free next-item prompt; and the
+  protocol of RecBole's leave-one-out full ranking), from a free next-item prompt; a
+  first-order Markov chain (the items that followed the user's last item in the training
+  sequences, most often first, then the rest by popularity; the same items skipped); the
   shown candidates ranked by training popularity, from a candidate prompt (2-7..2-10 rank 100
   candidates, an easier task than ranking every item); and SASRec
   (train) when a cached model exists (`python -m p5_jax.baselines --dataset NAME` trains it; it is
@@ -18,13 +20,16 @@ the same per-user bootstrap interval as the model's rows.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from p5_jax import baselines, intervals, metrics, report
 from p5_jax.evaluation import TaskOutput
 
 MOST_POPULAR = "most popular (train)"
+LAST_ITEM_TRANSITIONS = "last-item transitions (train)"
 MOST_POPULAR_CANDIDATES = "most popular among the candidates (train)"
 MEAN_RATING = "training mean rating"
 MAJORITY_LIKE = "majority like/dislike (train)"
@@ -33,7 +38,10 @@ PROTOCOL_NOTE = (
     "most popular (train) ranks every item by its number of training interactions, leaving out "
     "the user's whole history before the evaluated item (at test: the training items and the "
     "validation item); equal counts in a seeded hashed order; as RecBole's leave-one-out full "
-    "ranking (see docs/EVALUATION_PROTOCOL.md). SASRec (train), a self-attentive sequential "
+    "ranking (see docs/EVALUATION_PROTOCOL.md). last-item transitions (train), a first-order "
+    "Markov chain, ranks first the items that came right after the user's last item in the "
+    "training sequences (most often first), then the others by popularity, leaving out the "
+    "same items. SASRec (train), a self-attentive sequential "
     "model trained on the training sequences (full softmax; its dropout rate and epoch chosen "
     "on validation NDCG@10), ranks every item after the last 50 items of the same whole "
     "history, leaving out the same items; its row appears only for a dataset with a cached "
@@ -60,19 +68,26 @@ def _scored(kind: str, metric_fn, rows, predictions, *, seed: int) -> dict:
     return values
 
 
-def _sequential(task_output: TaskOutput, *, counts, all_items, full_histories, seed) -> dict:
+def _after_history(task_output: TaskOutput, rank: Callable[[list], list], *, full_histories,
+                   seed) -> dict:
+    """A ranking of every item by `rank` (whole histories -> ranked lists), one per row."""
     rows = task_output.rows
-    predictions = baselines.most_popular_sequential(
-        counts=counts, histories=[full_histories[row["user_id"]] for row in rows],
-        all_items=all_items)
+    predictions = rank([full_histories[row["user_id"]] for row in rows])
     return _scored("ranking", metrics.ranking_metrics, rows, predictions, seed=seed)
 
 
-def _sasrec(task_output: TaskOutput, *, ranker, full_histories, seed) -> dict:
-    rows = task_output.rows
-    predictions = ranker.rank([full_histories[row["user_id"]] for row in rows],
-                              top_k=baselines.DEFAULT_TOP_K)
-    return _scored("ranking", metrics.ranking_metrics, rows, predictions, seed=seed)
+def _sequential_rankers(*, counts, train_histories, all_items) -> dict[str, Callable]:
+    """{baseline name: whole histories -> ranked lists} of the count-based sequential rows."""
+    def popular(histories):
+        return baselines.most_popular_sequential(counts=counts, histories=histories,
+                                                 all_items=all_items)
+
+    def transitions(histories):
+        return baselines.last_item_transitions(
+            transitions=baselines.count_transitions(train_histories), counts=counts,
+            histories=histories, all_items=all_items)
+
+    return {MOST_POPULAR: popular, LAST_ITEM_TRANSITIONS: transitions}
 
 
 def _withheld_as_model(task_output: TaskOutput, values: dict) -> dict:
@@ -124,16 +139,18 @@ def family_baselines(*, outputs: Sequence[TaskOutput], train_histories: Callable
     direct = _first(outputs, family="direct", output="item", slots=("candidates",))
     from_candidates = _first(outputs, family="sequential", output="item", slots=("candidates",))
     if sequential or direct or from_candidates:
-        counts = baselines.count_interactions(train_histories())
+        histories = train_histories()
+        counts = baselines.count_interactions(histories)
         if sequential:
             full_histories = split_histories()
-            result.setdefault("sequential", {})[MOST_POPULAR] = _sequential(
-                sequential, counts=counts, all_items=all_items(),
-                full_histories=full_histories, seed=seed)
-            ranker = sasrec()
+            rankers = _sequential_rankers(counts=counts, train_histories=histories,
+                                          all_items=all_items())
+            ranker: Any = sasrec()
             if ranker is not None:
-                result["sequential"][SASREC] = _sasrec(
-                    sequential, ranker=ranker, full_histories=full_histories, seed=seed)
+                rankers[SASREC] = functools.partial(ranker.rank, top_k=baselines.DEFAULT_TOP_K)
+            result["sequential"] = {
+                name: _after_history(sequential, rank, full_histories=full_histories, seed=seed)
+                for name, rank in rankers.items()}
         if from_candidates:   # the baseline that 2-7..2-10 (ranking 100 candidates) compare with
             result.setdefault("sequential", {})[MOST_POPULAR_CANDIDATES] = _direct(
                 from_candidates, counts=counts, seed=seed)

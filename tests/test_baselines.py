@@ -56,6 +56,36 @@ def test_sequential_baseline_scores_through_ranking_metrics():
     assert result["ndcg@5"] == pytest.approx((1.0 + 0.5) / 2)  # 1/log2(2), 1/log2(4)
 
 
+def test_count_transitions_counts_each_item_that_came_right_after_another():
+    # a->b twice, b->c once, a->d once; the last item of a history leads nowhere.
+    assert baselines.count_transitions(TRAIN_HISTORIES) == {"a": {"b": 2, "d": 1},
+                                                            "b": {"c": 1}}
+    with pytest.raises(TypeError, match="list of item ids"):
+        baselines.count_transitions(["abc"])
+
+
+def test_last_item_transitions_ranks_followers_of_the_last_item_then_popularity():
+    counts = baselines.count_interactions(TRAIN_HISTORIES)   # a=3, b=2, c=1, d=1, e=0
+    transitions = {"a": {"b": 2, "d": 1}, "b": {"c": 1}, "c": {"d": 1, "e": 1}}
+    ranked = baselines.last_item_transitions(
+        transitions=transitions, counts=counts, all_items=ALL_ITEMS,
+        histories=[["c", "a"],    # followers of a: b (2) then d (1); then c... skipped, e
+                   ["b", "c"],    # d and e followed c once each: popularity puts d first
+                   ["d", "b"],    # c followed b, then a (3) by popularity; b, d skipped
+                   ["e"],         # nothing ever followed e: popularity alone
+                   []])           # no history: popularity alone, nothing skipped
+    assert ranked[0] == ["b", "d", "e"]
+    assert ranked[1] == ["d", "e", "a"]
+    assert ranked[2] == ["c", "a", "e"]
+    assert ranked[3][:2] == ["a", "b"] and set(ranked[3][2:]) == {"c", "d"}
+    assert ranked[4][:2] == ["a", "b"] and len(ranked[4]) == 5
+    top1 = baselines.last_item_transitions(transitions=transitions, counts=counts,
+                                           histories=[["c", "a"]], top_k=1)
+    assert top1 == [["b"]]
+    with pytest.raises(ValueError, match="top_k"):
+        baselines.last_item_transitions(transitions={}, counts=counts, histories=[], top_k=0)
+
+
 def test_most_popular_candidates_ranks_only_the_candidates():
     counts = baselines.count_interactions(TRAIN_HISTORIES)
     ranked = baselines.most_popular_candidates(

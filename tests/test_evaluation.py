@@ -228,6 +228,10 @@ def test_baselines_score_the_evaluated_examples_from_their_ids():
     popular = got["sequential"][eval_baselines.MOST_POPULAR]
     # a:2, c:2, b:1, d:0; user 1 skips a, b -> [c, d]: hit at rank 1; user 2 -> [a, b, d]: rank 1.
     assert popular["hr@1"] == 1.0 and popular["intervals"]["hr@1"] == [1.0, 1.0]
+    # Transitions a->a, a->c, c->b. User 1's last item b led nowhere: popularity, [c, d] (rank
+    # 1); user 2's last item c was followed by b: [b, a, d], the target a at rank 2.
+    markov = got["sequential"][eval_baselines.LAST_ITEM_TRANSITIONS]
+    assert markov["hr@1"] == 0.5 and markov["hr@5"] == 1.0
     assert got["direct"][eval_baselines.MOST_POPULAR]["hr@1"] == 0.0  # a (2) before d (0)
     # 2-7 shows candidates [c, d]: c (2) before d (0); user 1's target c is first, user 2's a absent.
     among = got["sequential"][eval_baselines.MOST_POPULAR_CANDIDATES]
@@ -270,10 +274,11 @@ def test_sasrec_row_scores_the_same_users_on_their_whole_history_when_cached():
     row = got["sequential"][eval_baselines.SASREC]
     assert row["hr@1"] == 0.5 and row["hr@5"] == 1.0 and row["count"] == 2.0
     assert set(row["intervals"]) >= {"hr@5", "ndcg@10"}
-    assert list(got["sequential"]) == [eval_baselines.MOST_POPULAR, eval_baselines.SASREC]
+    counted = [eval_baselines.MOST_POPULAR, eval_baselines.LAST_ITEM_TRANSITIONS]
+    assert list(got["sequential"]) == [*counted, eval_baselines.SASREC]
     absent = eval_baselines.family_baselines(outputs=[_output("p5_x_sequential_2_3", rows)],
                                              sasrec=lambda: None, **loaders)
-    assert list(absent["sequential"]) == [eval_baselines.MOST_POPULAR]
+    assert list(absent["sequential"]) == counted
     assert "python -m p5_jax.baselines --dataset NAME" in eval_baselines.PROTOCOL_NOTE
 
 
