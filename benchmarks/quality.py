@@ -36,7 +36,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from p5_jax import intervals, metrics  # noqa: E402
+from p5_jax import atomic_files, intervals, metrics  # noqa: E402
 
 DATASETS = ("ml100k", "musical_instruments")
 INDEXING = "collaborative"
@@ -159,9 +159,7 @@ def checkpoint_identity(step_folder: pathlib.Path) -> dict:
 
 def _write_record(path: pathlib.Path, identity: dict) -> None:
     """Writes the record whole or not at all (a temporary file renamed over it)."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(json.dumps(identity) + "\n")
-    os.replace(partial, path)
+    atomic_files.write_atomically(path, json.dumps(identity) + "\n")
 
 
 def _evaluated(folder: pathlib.Path, identity: dict) -> bool:

@@ -7,10 +7,9 @@ so that a later run or an evaluation reads its checkpoints with the same vocabul
 """
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
-import tempfile
+
+from p5_jax import atomic_files
 
 SENTENCEPIECE_FILE = "spiece.model"
 
@@ -23,11 +22,7 @@ def record_sentencepiece_model(*, model_dir, model_file) -> pathlib.Path:
     if target.is_file() and target.read_bytes() == source.read_bytes():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".spiece.", delete=False) as tmp:
-        with source.open("rb") as original:
-            shutil.copyfileobj(original, tmp)
-    os.replace(tmp.name, target)
-    return target
+    return atomic_files.write_atomically(target, source.read_bytes())
 
 
 def recorded_run_file(checkpoint_directory, name: str) -> pathlib.Path | None:

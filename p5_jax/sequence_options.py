@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from p5_jax import run_records
+from p5_jax import atomic_files, run_records
 from p5_jax.cli_errors import JobError
 from p5_tasks import registration
 from p5_tasks.preprocessors import MAX_HISTORY
@@ -22,10 +22,8 @@ def trained_max_history(task_name: str) -> int:
 
 def record(model_dir: str, task_name: str) -> None:
     """Writes MODEL_DIR/sequences.json for the tasks of `task_name` as registered now."""
-    path = os.path.join(model_dir, FILE)
-    with open(path + ".tmp", "w") as file:
-        json.dump({"max_history": trained_max_history(task_name)}, file)
-    os.replace(path + ".tmp", path)
+    atomic_files.write_atomically(os.path.join(model_dir, FILE),
+                                  json.dumps({"max_history": trained_max_history(task_name)}))
 
 
 def recorded_max_history(checkpoint_directory) -> int | None:

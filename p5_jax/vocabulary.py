@@ -21,14 +21,13 @@ import io
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
 import seqio
 
-from p5_jax import id_text, paths
+from p5_jax import atomic_files, id_text, paths
 from p5_jax.token_ids import EOS_ID, PAD_ID, UNK_ID
 
 DEFAULT_VOCAB_SIZE = 5000
@@ -83,11 +82,7 @@ def train_sentencepiece(*, texts: Iterable[str], model_path: str | os.PathLike,
         character_coverage=1.0, num_threads=1, input_sentence_size=0,
         shuffle_input_sentence=False, hard_vocab_limit=False, minloglevel=2,
         split_by_unicode_script=False)
-    with tempfile.NamedTemporaryFile(dir=model_path.parent, suffix=".model.tmp",
-                                     delete=False) as tmp:
-        tmp.write(model.getvalue())
-    os.replace(tmp.name, model_path)
-    return model_path
+    return atomic_files.write_atomically(model_path, model.getvalue())
 
 
 def _dataset_texts(folder: pathlib.Path, manifest: dict) -> Iterable[str]:
