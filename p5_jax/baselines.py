@@ -35,12 +35,16 @@ from p5_jax import cli_errors
 DEFAULT_TOP_K = 20  # as many items as the model's 20 beams give
 
 
+def _check_history(history) -> None:
+    if isinstance(history, (str, bytes)):
+        raise TypeError("each history must be a list of item ids, not one string")
+
+
 def count_interactions(histories: Iterable[Sequence[str]]) -> collections.Counter:
     """Number of training interactions per item id, from per-user item lists (train histories)."""
     counts: collections.Counter[str] = collections.Counter()
     for history in histories:
-        if isinstance(history, (str, bytes)):
-            raise TypeError("each history must be a list of item ids, not one string")
+        _check_history(history)
         counts.update(history)
     return counts
 
@@ -93,8 +97,7 @@ def count_transitions(histories: Iterable[Sequence[str]]) -> dict[str, collectio
     time order (train histories)."""
     following: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for history in histories:
-        if isinstance(history, (str, bytes)):
-            raise TypeError("each history must be a list of item ids, not one string")
+        _check_history(history)
         for item, next_item in zip(history, history[1:]):
             following[item][next_item] += 1
     return dict(following)
