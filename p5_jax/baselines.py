@@ -35,7 +35,9 @@ from p5_jax import cli_errors
 DEFAULT_TOP_K = 20  # as many items as the model's 20 beams give
 
 
-def _check_history(history) -> None:
+def check_history(history) -> None:
+    """Refuses one string where a list of item ids is meant (it would read as one id per
+    character)."""
     if isinstance(history, (str, bytes)):
         raise TypeError("each history must be a list of item ids, not one string")
 
@@ -44,7 +46,7 @@ def count_interactions(histories: Iterable[Sequence[str]]) -> collections.Counte
     """Number of training interactions per item id, from per-user item lists (train histories)."""
     counts: collections.Counter[str] = collections.Counter()
     for history in histories:
-        _check_history(history)
+        check_history(history)
         counts.update(history)
     return counts
 
@@ -97,7 +99,7 @@ def count_transitions(histories: Iterable[Sequence[str]]) -> dict[str, collectio
     time order (train histories)."""
     following: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for history in histories:
-        _check_history(history)
+        check_history(history)
         for item, next_item in zip(history, history[1:]):
             following[item][next_item] += 1
     return dict(following)

@@ -38,6 +38,7 @@ from p5_jax import (
     hf_weights,
     inference,
     input_pipeline,
+    item_embeddings,
     models,
     network,
     partitioning,
@@ -71,7 +72,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           initial_checkpoint: str | None = None, on_bad_checkpoint: str = "fall_back",
           item_tokens: bool = False, user_tokens: bool = False,
           prompt_kind_weights: Mapping[str, float] | None = None,
-          max_history: int | None = None, continuation_items: int = 0):
+          max_history: int | None = None, continuation_items: int = 0,
+          item_embedding_rank: int = 0):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
 
     `initial_checkpoint`: a Hugging Face T5 folder or a p5-jax checkpoint to start from (see the
@@ -99,6 +101,9 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     `item_tokens`: with the default SentencePiece model, one piece per item (`item_<id>` is one
     token) instead of one piece per digit; the run records the model, so eval and infer follow.
     `user_tokens`: likewise one piece per user (`user_<id>`).
+    `item_embedding_rank`: k > 0 starts the item tokens' embedding rows at a rank-k factor of
+    the training sequences' item co-occurrence (p5_jax.item_embeddings; needs `item_tokens`,
+    not with INITIAL_CHECKPOINT); 0 leaves them random.
 
     `on_bad_checkpoint`: when resuming, "fall_back" past a damaged step to the newest intact one
     (one warning line each) or "stop" with one error line.
@@ -123,7 +128,17 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
         vocabulary.use_sentencepiece_file(model_file)
     trainer_class: Callable[..., trainer.Trainer] = trainer.Trainer
     if start is not None and start.load_params is not None:
+        if item_embedding_rank:
+            raise gin_bindings.JobError(
+                "train.item_embedding_rank starts item rows from scratch; it cannot be used with "
+                "INITIAL_CHECKPOINT (set it to 0 or drop INITIAL_CHECKPOINT).")
         trainer_class = functools.partial(_InitialCheckpointTrainer, start=start)
+    elif item_embedding_rank:
+        if not item_tokens:
+            raise gin_bindings.JobError(
+                "train.item_embedding_rank needs one piece per item: set train.item_tokens = True.")
+        trainer_class = functools.partial(_ItemEmbeddingTrainer, rank=item_embedding_rank,
+                                          task_name=mixture_or_task_name)
     schedule = gin_bindings.make_schedule(total_steps=train_steps)
     train_state = trainer_class(
         model=_model_for(mixture_or_task_name, start), optimizer=gin_bindings.make_adamw(
@@ -204,6 +219,7 @@ def _record_vocabulary(model_dir: str, task_name: str) -> None:
 
 # -- starting from a checkpoint ------------------------------------------------------------------
 WHOLE_WORD_PATH = ("whole_word_embedder",)
+TOKEN_TABLE = "token_embedder"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,6 +366,38 @@ class _InitialCheckpointTrainer(trainer.Trainer):
         logging.info("Starting from INITIAL_CHECKPOINT %s: all parameters but the whole-word "
                      "table; new optimizer state, step 0.", self.start.path)
         return dataclasses.replace(fresh, params=params, opt_state=init_optimizer(params))
+
+
+class _ItemEmbeddingTrainer(trainer.Trainer):
+    """A Trainer whose fresh state starts the item tokens' rows at the training sequences'
+    co-occurrence factor (`item_embeddings.training_rows`); a resumed run restores its own."""
+
+    def __init__(self, *, rank: int, task_name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.rank, self.task_name = rank, task_name
+
+    def create_state(self, *, seed: int) -> trainer.TrainState:
+        fresh = super().create_state(seed=seed)
+        table = fresh.params[TOKEN_TABLE]
+        vocab = seqio.get_mixture_or_task(self.task_name).output_features["targets"].vocabulary
+        unknown = vocab.tokenizer.unk_id()
+
+        def piece_id(piece):
+            token = vocab.tokenizer.piece_to_id(piece)
+            return None if token == unknown else token
+
+        try:
+            ids, rows = item_embeddings.training_rows(
+                datasets=registration.datasets_of(self.task_name), piece_id=piece_id,
+                dim=table.shape[1], rank=self.rank)
+        except ValueError as error:
+            raise gin_bindings.JobError(f"train.item_embedding_rank: {error}") from None
+        rows = np.asarray(rows, table.dtype)
+        place = jax.jit(lambda t: t.at[ids].set(rows), out_shardings=table.sharding)
+        logging.info("Item rows: %d items start at the rank-%d co-occurrence factor of the "
+                     "training sequences.", len(ids), self.rank)
+        params = {**fresh.params, TOKEN_TABLE: place(table)}
+        return dataclasses.replace(fresh, params=params)
 
 
 def main(argv):

@@ -124,7 +124,12 @@ def item_symbols(root: pathlib.Path, datasets: Sequence[str]) -> list[str]:
     """`▁item_<id>` for every item of the prepared `datasets`, sorted (ids shared across
     datasets share a piece)."""
     ids = _prepared_ids(root, datasets, records="items.jsonl", key="item_id")
-    return [WORD_START + id_text.item_text(item) for item in ids]
+    return [item_piece(item) for item in ids]
+
+
+def item_piece(item_id: str) -> str:
+    """The one SentencePiece piece of an item with item tokens on: `▁item_<id>`."""
+    return WORD_START + id_text.item_text(item_id)
 
 
 def user_symbols(root: pathlib.Path, datasets: Sequence[str]) -> list[str]:
