@@ -21,6 +21,15 @@ from test_initial_checkpoint import (
 )
 
 
+@pytest.fixture(autouse=True)
+def clean_state():
+    """No gin binding and no item-token setting of a run here outlives its test."""
+    gin.clear_config()
+    yield
+    gin.clear_config()
+    vocabulary.use_item_tokens(False)
+
+
 def test_cooccurrence_counts_weigh_each_pair_by_its_distance():
     # "z" is not an item and is skipped, so the second history reads b a a; a a is no pair.
     histories = [["a", "b", "c"], ["b", "a", "z", "a"]]
@@ -145,6 +154,12 @@ def test_a_run_starts_item_rows_at_the_factor_and_leaves_the_rest(
     others = np.setdiff1d(np.arange(len(plain)), ids)
     np.testing.assert_array_equal(started[others], plain[others])
     assert not np.allclose(plain[ids], rows)
+    # A run that starts from a checkpoint takes its rows from there: the two are refused.
+    _parse(_bindings(model_dir=tmp_path / "from_plain", steps=1, dims=dict(d_model=32),
+                     initial_checkpoint=tmp_path / "plain")
+           + ["train.item_tokens = True", "train.item_embedding_rank = 2", *spm])
+    with pytest.raises(gin_bindings.JobError, match="cannot be used with INITIAL_CHECKPOINT"):
+        train_entry.train()
 
 
 def test_item_rank_needs_item_tokens(toy_catalog, monkeypatch, tmp_path):
@@ -152,4 +167,3 @@ def test_item_rank_needs_item_tokens(toy_catalog, monkeypatch, tmp_path):
     _parse(_bindings(model_dir=tmp_path, steps=1) + ["train.item_embedding_rank = 2"])
     with pytest.raises(gin_bindings.JobError, match="train.item_tokens = True"):
         train_entry.train()
-    gin.clear_config()
