@@ -89,7 +89,7 @@ def cooccurrence_rows(histories: Iterable[Sequence[str]], items: Sequence[str], 
     if not 1 <= rank <= dim:
         raise ValueError(f"rank must be in [1, {dim}], got {rank}")
     weights = ppmi(cooccurrence_counts(histories, items, window=window))
-    mask = np.asarray(abs(weights).sum(axis=1)).ravel() > 0
+    mask = weights.getnnz(axis=1) > 0  # PPMI keeps positive entries only
     rows = np.zeros((len(items), dim))
     rows[:, :rank] = spectral_rows(weights, dim=rank)
     rows = rows[mask]
