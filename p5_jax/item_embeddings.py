@@ -13,6 +13,7 @@ nothing that the model is evaluated on.
 """
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -79,28 +80,48 @@ def spectral_rows(matrix: sparse.csr_matrix, *, dim: int) -> np.ndarray:
     return rows
 
 
+def popularity_column(histories: Iterable[Sequence[str]], items: Sequence[str]) -> np.ndarray:
+    """[len(items)] log(1 + occurrences in `histories`), standardised to mean 0 and variance 1
+    (all zeros when every item is equally frequent)."""
+    counts = collections.Counter(item for history in histories for item in history)
+    column = np.log1p(np.array([counts[item] for item in items], dtype=np.float64))
+    spread = column.std()
+    return (column - column.mean()) / spread if spread > 0 else np.zeros_like(column)
+
+
 def cooccurrence_rows(histories: Iterable[Sequence[str]], items: Sequence[str], *, dim: int,
-                      rank: int, window: int = DEFAULT_WINDOW) -> tuple[np.ndarray, np.ndarray]:
+                      rank: int, window: int = DEFAULT_WINDOW,
+                      popularity: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(rows [k, dim], mask [len(items)]) for the k items that co-occur with any other within
     `window`: the rank-`rank` factor in the first `rank` dimensions, zeros after, scaled so that
     the entries have mean square 1 (as the table's normal(1.0) initialisation). Items without a
     neighbour keep their random rows (mask False). A low rank keeps the strong pairs and drops
-    the noise of rare ones."""
-    if not 1 <= rank <= dim:
-        raise ValueError(f"rank must be in [1, {dim}], got {rank}")
+    the noise of rare ones.
+
+    `popularity` also fills dimension `rank` with the items' `popularity_column`, on the scale
+    of one factor dimension: PMI divides popularity out of the factor, and this gives the
+    decoder one direction along which to add it back (as a bias on every item's logit)."""
+    if not 1 <= rank <= dim - int(popularity):
+        raise ValueError(f"rank must be in [1, {dim - int(popularity)}]"
+                         f"{' with popularity' if popularity else ''}, got {rank}")
+    histories = [list(history) for history in histories]
     weights = ppmi(cooccurrence_counts(histories, items, window=window))
     mask = weights.getnnz(axis=1) > 0  # PPMI keeps positive entries only
     rows = np.zeros((len(items), dim))
     rows[:, :rank] = spectral_rows(weights, dim=rank)
     rows = rows[mask]
+    if popularity and rows.size:
+        factor_scale = np.sqrt(np.mean(rows[:, :rank] ** 2))
+        rows[:, rank] = factor_scale * popularity_column(
+            histories, [item for item, keep in zip(items, mask) if keep])
     mean_square = float(np.mean(rows ** 2)) if rows.size else 0.0
     if mean_square > 0:
         rows = rows / np.sqrt(mean_square)
     return rows, mask
 
 
-def training_rows(*, datasets: Sequence[str], piece_id, dim: int,
-                  rank: int) -> tuple[np.ndarray, np.ndarray]:
+def training_rows(*, datasets: Sequence[str], piece_id, dim: int, rank: int,
+                  popularity: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(token ids [k], rows [k, dim]) of `cooccurrence_rows` over the prepared training
     histories of `datasets` (an item id shared by two datasets is one piece, so one row).
     `piece_id(piece)` is the SentencePiece id of a piece, None for a piece the model lacks."""
@@ -110,7 +131,8 @@ def training_rows(*, datasets: Sequence[str], piece_id, dim: int,
     histories = [list(history) for name in datasets
                  for history in catalog.full_histories_under(root, name, "train").values()]
     items = sorted({str(item) for name in datasets for item in catalog.item_ids(name)})
-    rows, mask = cooccurrence_rows(histories, items, dim=dim, rank=rank)
+    rows, mask = cooccurrence_rows(histories, items, dim=dim, rank=rank,
+                                   popularity=popularity)
     kept = [item for item, keep in zip(items, mask) if keep]
     ids = [piece_id(vocabulary.item_piece(item)) for item in kept]
     missing = [item for item, token in zip(kept, ids) if token is None]

@@ -73,7 +73,7 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
           item_tokens: bool = False, user_tokens: bool = False,
           prompt_kind_weights: Mapping[str, float] | None = None,
           max_history: int | None = None, continuation_items: int = 0,
-          item_embedding_rank: int = 0):
+          item_embedding_rank: int = 0, item_embedding_popularity: bool = False):
     """Builds the mesh, model, optimizer, data and checkpoints, then runs `trainer.fit`.
 
     `initial_checkpoint`: a Hugging Face T5 folder or a p5-jax checkpoint to start from (see the
@@ -103,7 +103,8 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     `user_tokens`: likewise one piece per user (`user_<id>`).
     `item_embedding_rank`: k > 0 starts the item tokens' embedding rows at a rank-k factor of
     the training sequences' item co-occurrence (p5_jax.item_embeddings; needs `item_tokens`,
-    not with INITIAL_CHECKPOINT); 0 leaves them random.
+    not with INITIAL_CHECKPOINT); 0 leaves them random. `item_embedding_popularity` adds the
+    items' log training frequency as one more dimension of that start (needs the rank).
 
     `on_bad_checkpoint`: when resuming, "fall_back" past a damaged step to the newest intact one
     (one warning line each) or "stop" with one error line.
@@ -133,11 +134,16 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
                 "train.item_embedding_rank starts item rows from scratch; it cannot be used with "
                 "INITIAL_CHECKPOINT (set it to 0 or drop INITIAL_CHECKPOINT).")
         trainer_class = functools.partial(_InitialCheckpointTrainer, start=start)
+    elif item_embedding_popularity and not item_embedding_rank:
+        raise gin_bindings.JobError(
+            "train.item_embedding_popularity is a dimension of the item start: set "
+            "train.item_embedding_rank too.")
     elif item_embedding_rank:
         if not item_tokens:
             raise gin_bindings.JobError(
                 "train.item_embedding_rank needs one piece per item: set train.item_tokens = True.")
         trainer_class = functools.partial(_ItemEmbeddingTrainer, rank=item_embedding_rank,
+                                          popularity=item_embedding_popularity,
                                           task_name=mixture_or_task_name)
     schedule = gin_bindings.make_schedule(total_steps=train_steps)
     train_state = trainer_class(
@@ -372,9 +378,9 @@ class _ItemEmbeddingTrainer(trainer.Trainer):
     """A Trainer whose fresh state starts the item tokens' rows at the training sequences'
     co-occurrence factor (`item_embeddings.training_rows`); a resumed run restores its own."""
 
-    def __init__(self, *, rank: int, task_name: str, **kwargs):
+    def __init__(self, *, rank: int, popularity: bool, task_name: str, **kwargs):
         super().__init__(**kwargs)
-        self.rank, self.task_name = rank, task_name
+        self.rank, self.popularity, self.task_name = rank, popularity, task_name
 
     def create_state(self, *, seed: int) -> trainer.TrainState:
         fresh = super().create_state(seed=seed)
@@ -389,13 +395,14 @@ class _ItemEmbeddingTrainer(trainer.Trainer):
         try:
             ids, rows = item_embeddings.training_rows(
                 datasets=registration.datasets_of(self.task_name), piece_id=piece_id,
-                dim=table.shape[1], rank=self.rank)
+                dim=table.shape[1], rank=self.rank, popularity=self.popularity)
         except ValueError as error:
             raise gin_bindings.JobError(f"train.item_embedding_rank: {error}") from None
         rows = np.asarray(rows, table.dtype)
         place = jax.jit(lambda t: t.at[ids].set(rows), out_shardings=table.sharding)
         logging.info("Item rows: %d items start at the rank-%d co-occurrence factor of the "
-                     "training sequences.", len(ids), self.rank)
+                     "training sequences%s.", len(ids), self.rank,
+                     " and their log frequency" if self.popularity else "")
         params = {**fresh.params, TOKEN_TABLE: place(table)}
         return dataclasses.replace(fresh, params=params)
 

@@ -88,6 +88,34 @@ def test_cooccurrence_rows_put_neighbours_close_and_keep_lonely_items_random():
         item_embeddings.cooccurrence_rows(histories, items, dim=6, rank=7)
 
 
+def test_popularity_column_is_standardised_log_frequency():
+    column = item_embeddings.popularity_column([["a", "b", "a"], ["b", "c", "a"]],
+                                               ["a", "b", "c", "d"])
+    logs = np.log([4.0, 3.0, 2.0, 1.0])  # 1 + counts 3, 2, 1, 0
+    np.testing.assert_allclose(column, (logs - logs.mean()) / logs.std())
+    np.testing.assert_array_equal(item_embeddings.popularity_column([["a", "b"]], ["a", "b"]), 0)
+
+
+def test_popularity_fills_the_dimension_after_the_factor():
+    items = ["a", "b", "c", "d", "e", "f", "g"]
+    histories = [["a", "b", "c"], ["c", "a", "b"], ["d", "e", "f"], ["f", "d", "a"]] * 3
+    plain, mask = item_embeddings.cooccurrence_rows(histories, items, dim=6, rank=2)
+    rows, same_mask = item_embeddings.cooccurrence_rows(histories, items, dim=6, rank=2,
+                                                        popularity=True)
+    np.testing.assert_array_equal(mask, same_mask)
+    assert np.mean(rows ** 2) == pytest.approx(1.0)
+    np.testing.assert_array_equal(rows[:, 3:], 0)
+    # The factor keeps its direction; the new dimension has one factor dimension's size.
+    scale = rows[0, 0] / plain[0, 0]
+    np.testing.assert_allclose(rows[:, :2], scale * plain[:, :2])
+    kept = [item for item, keep in zip(items, mask) if keep]
+    popularity = item_embeddings.popularity_column(histories, kept)
+    np.testing.assert_allclose(rows[:, 2], np.sqrt(np.mean(rows[:, :2] ** 2)) * popularity)
+    assert rows[0, 2] > rows[4, 2]  # a (9 occurrences) above e (3)
+    with pytest.raises(ValueError, match="with popularity"):
+        item_embeddings.cooccurrence_rows(histories, items, dim=6, rank=6, popularity=True)
+
+
 ITEMS = [str(i) for i in range(1, 60)]
 HISTORIES = {"train": {"u1": ("3", "4", "5"), "u2": ("4", "5", "9"), "u3": ("7", "8")},
              "test": {"u1": ("3", "4", "5", "50", "51")}}  # held-out items: never read
@@ -145,12 +173,14 @@ def test_a_run_starts_item_rows_at_the_factor_and_leaves_the_rest(
         toy_catalog, item_spm, monkeypatch, tmp_path):
     spm = [f"train.sentencepiece_model_file = '{item_spm}'"]
     plain = _first_params(monkeypatch, tmp_path, "plain", spm)
-    started = _first_params(monkeypatch, tmp_path, "started",
-                            spm + ["train.item_embedding_rank = 2"])
+    started = _first_params(monkeypatch, tmp_path, "started", spm + [
+        "train.item_embedding_rank = 2", "train.item_embedding_popularity = True"])
     vocab = p5_tasks.OUTPUT_FEATURES["targets"].vocabulary
     ids, rows = item_embeddings.training_rows(
-        datasets=["ml100k"], piece_id=vocab.tokenizer.piece_to_id, dim=32, rank=2)
+        datasets=["ml100k"], piece_id=vocab.tokenizer.piece_to_id, dim=32, rank=2,
+        popularity=True)
     np.testing.assert_allclose(started[ids], rows, rtol=1e-6)
+    assert np.abs(rows[:, 2]).max() > 0.1  # the popularity dimension is there
     others = np.setdiff1d(np.arange(len(plain)), ids)
     np.testing.assert_array_equal(started[others], plain[others])
     assert not np.allclose(plain[ids], rows)
@@ -166,4 +196,8 @@ def test_item_rank_needs_item_tokens(toy_catalog, monkeypatch, tmp_path):
     _register_task()
     _parse(_bindings(model_dir=tmp_path, steps=1) + ["train.item_embedding_rank = 2"])
     with pytest.raises(gin_bindings.JobError, match="train.item_tokens = True"):
+        train_entry.train()
+    _parse(_bindings(model_dir=tmp_path, steps=1) + ["train.item_tokens = True",
+                                                      "train.item_embedding_popularity = True"])
+    with pytest.raises(gin_bindings.JobError, match="set train.item_embedding_rank too"):
         train_entry.train()
