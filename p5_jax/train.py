@@ -127,6 +127,10 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
     vocabulary.use_user_tokens(user_tokens)
     if model_file:  # before the first tokenization
         vocabulary.use_sentencepiece_file(model_file)
+    if item_embedding_popularity and not item_embedding_rank:
+        raise gin_bindings.JobError(
+            "train.item_embedding_popularity is a dimension of the item start: set "
+            "train.item_embedding_rank too.")
     trainer_class: Callable[..., trainer.Trainer] = trainer.Trainer
     if start is not None and start.load_params is not None:
         if item_embedding_rank:
@@ -134,10 +138,6 @@ def train(*, mixture_or_task_name: str = gin.REQUIRED,
                 "train.item_embedding_rank starts item rows from scratch; it cannot be used with "
                 "INITIAL_CHECKPOINT (set it to 0 or drop INITIAL_CHECKPOINT).")
         trainer_class = functools.partial(_InitialCheckpointTrainer, start=start)
-    elif item_embedding_popularity and not item_embedding_rank:
-        raise gin_bindings.JobError(
-            "train.item_embedding_popularity is a dimension of the item start: set "
-            "train.item_embedding_rank too.")
     elif item_embedding_rank:
         if not item_tokens:
             raise gin_bindings.JobError(
